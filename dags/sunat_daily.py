@@ -1,0 +1,130 @@
+"""
+### SUNAT daily risk targeting
+
+One run per day of declarations (the run's logical date, or the `date` param to re-run a day):
+
+1. **ingest_&lt;source&gt;**: every extract landed up to the day is kept in bronze (byte-for-byte, with a
+   manifest) or quarantined with a report after its Great Expectations suite; accepted rows upsert silver.
+2. **reconcile**: proves every landed file is in bronze or quarantine.
+3. **train_if_due**: retrains (XGBoost, MLflow run, registry) when there is no champion, the last
+   training is a week old or enough new outcomes arrived; promotes only if it beats the champion.
+4. **score**: the champion and the rules (latest weights version before the day) score the day's items;
+   channels under each office's capacity; scored Parquet with reasons.
+5. **feedback**: outcomes reported up to the day go to the offence database and make the next
+   rule-weights version, used by the next day's scoring.
+6. **report**: one line per stage with counts.
+
+Tasks pass only small summaries through XCom; the data stays in the lake (`SUNAT_LAKE_ROOT`).
+Re-running a day is safe: every write replaces a partition atomically and the outputs are reproduced.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, task
+
+from sunat_pipeline.assets import MODEL, OFFENCES, RULE_WEIGHTS, SCORED, SILVER
+
+SOURCES = ("customs", "tax", "enforcement", "reference_prices", "exchange_rates")
+DEFAULT_ARGS = {"owner": "risk-targeting", "retries": 2, "retry_delay": timedelta(seconds=30)}
+
+
+def _day(context) -> str:
+    return context["params"].get("date") or context["ds"]
+
+
+@dag(
+    dag_id="sunat_daily",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params={"date": Param(None, type=["null", "string"], format="date",
+                          description="Day to process (YYYY-MM-DD); defaults to the run's logical date")},
+    tags=["sunat", "daily", "risk-targeting"],
+    doc_md=__doc__,
+)
+def sunat_daily():
+    @task(outlets=[SILVER])
+    def ingest(source: str, **context) -> dict:
+        from datetime import date
+
+        from sunat_pipeline import ingest as ing
+        from sunat_pipeline.logs import setup
+        from sunat_pipeline.settings import get_settings
+
+        setup()
+        out = ing.ingest_source(get_settings(), source, date.fromisoformat(_day(context)))
+        new = [o for o in out if o.status != "duplicate"]
+        rejected = [o.name for o in new if o.status == "rejected"]
+        return {"source": source, "files_new": len(new), "rows": sum(o.rows for o in new if o.status != "rejected"),
+                "rejected": rejected}
+
+    @task
+    def reconcile(ingested: list[dict], **context) -> dict:
+        from datetime import date
+
+        from sunat_pipeline import ingest as ing
+        from sunat_pipeline.logs import setup
+        from sunat_pipeline.settings import get_settings
+
+        setup()
+        return {**ing.reconcile(get_settings(), date.fromisoformat(_day(context))),
+                "rejected": [f for i in ingested for f in i["rejected"]]}
+
+    @task(outlets=[MODEL], retries=1)
+    def train_if_due(recon: dict, **context) -> dict:
+        from datetime import date
+
+        from sunat_pipeline import train
+        from sunat_pipeline.logs import setup
+        from sunat_pipeline.settings import get_settings
+
+        setup()
+        r = train.train_if_due(get_settings(), date.fromisoformat(_day(context)))
+        return {k: v for k, v in r.items() if k in ("trained", "version", "promoted", "reason", "run_id")}
+
+    @task(outlets=[SCORED], inlets=[MODEL, RULE_WEIGHTS])
+    def score(trained: dict, **context) -> dict:
+        from datetime import date
+
+        from sunat_pipeline import score as sc
+        from sunat_pipeline.logs import setup
+        from sunat_pipeline.settings import get_settings
+
+        setup()
+        return sc.score_day(get_settings(), date.fromisoformat(_day(context)))
+
+    @task(outlets=[OFFENCES, RULE_WEIGHTS])
+    def feedback(scored: dict, **context) -> dict:
+        from datetime import date
+
+        from sunat_pipeline import feedback as fb
+        from sunat_pipeline.logs import setup
+        from sunat_pipeline.settings import get_settings
+
+        setup()
+        return fb.update(get_settings(), date.fromisoformat(_day(context)))
+
+    @task
+    def report(recon: dict, trained: dict, scored: dict, fed: dict, **context) -> None:
+        import logging
+
+        log = logging.getLogger("sunat.report")
+        log.info("day %s | landed files %d (rejected: %s) | training: %s | scored %d items, channels %s, "
+                 "model v%s, weights %s | feedback: %d outcomes, %d frauds -> %s | output %s",
+                 _day(context), recon["landed"], recon["rejected"] or "none", trained, scored["items"],
+                 scored["channels"], scored["model_version"], scored["rule_weights_version"], fed["outcomes"],
+                 fed["frauds"], fed["version"], scored["path"])
+
+    ingested = [ingest.override(task_id=f"ingest_{s}")(s) for s in SOURCES]
+    recon = reconcile(ingested)
+    trained = train_if_due(recon)
+    scored = score(trained)
+    fed = feedback(scored)
+    report(recon, trained, scored, fed)
+
+
+sunat_daily()

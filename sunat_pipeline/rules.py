@@ -1,0 +1,99 @@
+"""Rules engine: declarative risk rules (config/rules.yaml) evaluated on items and their features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+_OPS = {
+    "eq": lambda s, v: s == v, "ne": lambda s, v: s != v, "lt": lambda s, v: s < v, "le": lambda s, v: s <= v,
+    "gt": lambda s, v: s > v, "ge": lambda s, v: s >= v, "in": lambda s, v: s.isin(v),
+    "not_in": lambda s, v: ~s.isin(v),
+    "prefix_in": lambda s, v: s.astype(str).str.startswith(tuple(str(x) for x in v)),
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    area: str
+    name: str
+    weight: float
+    when: tuple
+    reason: str
+    mandatory: bool = False
+
+
+@dataclass
+class RuleSet:
+    areas: dict[str, str]
+    rules: list[Rule] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.rules]
+
+    def initial_weights(self) -> dict[str, float]:
+        return {r.id: r.weight for r in self.rules}
+
+    def by_id(self) -> dict[str, Rule]:
+        return {r.id: r for r in self.rules}
+
+
+def load_rules(path: Path) -> RuleSet:
+    spec = yaml.safe_load(Path(path).read_text())
+    rules = []
+    for r in spec["rules"]:
+        for c in r["when"]:
+            if c["op"] not in _OPS:
+                raise ValueError(f"rule {r['id']}: unknown op {c['op']!r}")
+        if r["area"] not in spec["areas"]:
+            raise ValueError(f"rule {r['id']}: unknown area {r['area']!r}")
+        rules.append(Rule(id=r["id"], area=r["area"], name=r["name"], weight=float(r["weight"]),
+                          when=tuple(tuple(sorted(c.items())) for c in r["when"]), reason=r["reason"],
+                          mandatory=bool(r.get("mandatory", False))))
+    if len({r.id for r in rules}) != len(rules):
+        raise ValueError("duplicate rule ids in rules file")
+    return RuleSet(areas=spec["areas"], rules=rules)
+
+
+def evaluate(rules: RuleSet, frame: pd.DataFrame) -> pd.DataFrame:
+    """Boolean hit matrix (items x rule ids). ``frame`` holds item columns and features together."""
+    hits = {}
+    for r in rules.rules:
+        mask = pd.Series(True, index=frame.index)
+        for cond in r.when:
+            c = dict(cond)
+            if c["field"] not in frame.columns:
+                raise KeyError(f"rule {r.id}: field {c['field']!r} not in the item frame")
+            mask &= _OPS[c["op"]](frame[c["field"]], c["value"]).fillna(False).astype(bool)
+        hits[r.id] = mask.to_numpy()
+    return pd.DataFrame(hits, index=frame.index)
+
+
+def summarise(rules: RuleSet, hits: pd.DataFrame, weights: dict[str, float], frame: pd.DataFrame) -> pd.DataFrame:
+    """Per item: rule_score (sum of hit weights), rule_hits (ids), mandatory flag and reason texts."""
+    ids = np.array(rules.ids)
+    w = np.array([weights.get(i, 0.0) for i in ids])
+    mand = np.array([r.mandatory for r in rules.rules])
+    h = hits[list(ids)].to_numpy()
+    by_id = rules.by_id()
+    rows = frame.to_dict("records")
+    hit_lists = [list(ids[row]) for row in h]
+    reasons = [[f"rule {i}: " + by_id[i].reason.format_map(_Fmt(rec)) for i in hl]
+               for hl, rec in zip(hit_lists, rows, strict=True)]
+    return pd.DataFrame({
+        "rule_score": (h * w).sum(axis=1).round(6),
+        "rule_hits": hit_lists,
+        "mandatory": (h & mand).any(axis=1),
+        "rule_reasons": reasons,
+    }, index=frame.index)
+
+
+class _Fmt(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
