@@ -1,0 +1,282 @@
+"""Point-in-time features: no leakage from later customs, outcomes, tax returns or exchange rates."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sunat_pipeline.features import FEATURES, SMOOTHING, build_features, item_frame
+from sunat_pipeline.ingest import read_typed
+from sunat_pipeline.settings import get_settings
+from sunat_pipeline.sources import SOURCES
+from sunat_pipeline.world import WorldConfig, generate
+
+# 60 history days so January's tax returns (filed 2026-02-12) are known well before the last days;
+# delays of 1-5 days so some outcomes of inspections before a day are reported after it.
+CFG = WorldConfig(seed=11, history_days=60, live_days=5, declarations_per_day=40, min_delay_days=1,
+                  max_delay_days=5)
+DAYS = [date(2026, 2, 5), date(2026, 2, 20), date(2026, 2, 27)]  # before and after the tax filing date
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Typed frames of every landed extract (what silver would hold after ingesting everything)."""
+    tmp = tmp_path_factory.mktemp("features")
+    settings = get_settings(lake_root=tmp / "data", mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    generate(CFG, settings.lake)
+
+    def load(source: str) -> pd.DataFrame:
+        files = sorted((settings.landing / source).glob("*.csv"))
+        frames = [read_typed(f, SOURCES[source]) for f in files]
+        return pd.concat([f for f in frames if len(f)], ignore_index=True)
+
+    return {s: load(s) for s in ("customs", "enforcement", "tax", "exchange_rates", "reference_prices")}
+
+
+def _ts(d: date) -> pd.Timestamp:
+    return pd.Timestamp(d)
+
+
+def bounded(w: dict, d: date) -> dict:
+    """Inputs as the pipeline sees them at the start of day d (silver bounded by partition date)."""
+    t = _ts(d)
+    return {
+        "customs_history": w["customs"][w["customs"].declaration_date <= t],
+        "outcomes": w["enforcement"][w["enforcement"].reported_date <= t],
+        "reference": w["reference_prices"],
+        "tax": w["tax"][w["tax"].filing_date <= t],
+        "fx": w["exchange_rates"][w["exchange_rates"].rate_date <= t],
+    }
+
+
+def everything(w: dict) -> dict:
+    return {"customs_history": w["customs"], "outcomes": w["enforcement"], "reference": w["reference_prices"],
+            "tax": w["tax"], "fx": w["exchange_rates"]}
+
+
+def day_items(w: dict, d: date) -> pd.DataFrame:
+    c = w["customs"]
+    return c[c.declaration_date == _ts(d)].reset_index(drop=True)
+
+
+def test_world_fixture_has_later_data_to_leak(world):
+    """Guard: the leakage tests below are only meaningful if later data exists and differs."""
+    last = max(DAYS)
+    assert (world["customs"].declaration_date > _ts(last)).any()
+    assert (world["enforcement"].reported_date > _ts(last)).any()
+    assert (world["exchange_rates"].rate_date > _ts(last)).any()
+    late = world["enforcement"][(world["enforcement"].reported_date > _ts(DAYS[1]))
+                                & (world["enforcement"].inspection_date < _ts(DAYS[1]))]
+    assert len(late), "need outcomes of inspections before a day that are reported after it"
+
+
+@pytest.mark.parametrize("day", DAYS)
+def test_no_leakage_from_later_customs_and_outcomes(world, day):
+    items = day_items(world, day)
+    b = bounded(world, day)
+    x_bounded = build_features(items, **b)
+    x_later = build_features(items, **{**b, "customs_history": world["customs"], "outcomes": world["enforcement"]})
+    pd.testing.assert_frame_equal(x_bounded, x_later)
+    # Not vacuous: the entity profiles carry real history on these days.
+    assert (x_bounded.importer_id_n_insp > 0).any()
+    assert (x_bounded.importer_past_items > 0).any()
+
+
+@pytest.mark.parametrize("day", DAYS)
+def test_same_day_declarations_do_not_leak(world, day):
+    """History features count days strictly before: the day's own lodgements change nothing."""
+    items = day_items(world, day)
+    b = bounded(world, day)
+    strictly_before = world["customs"][world["customs"].declaration_date < _ts(day)]
+    pd.testing.assert_frame_equal(build_features(items, **{**b, "customs_history": strictly_before}),
+                                  build_features(items, **b))
+
+
+@pytest.mark.parametrize("day", DAYS)
+def test_no_leakage_from_any_later_input(world, day):
+    """Tax returns and exchange rates after the day must not change the day's features either."""
+    items = day_items(world, day)
+    pd.testing.assert_frame_equal(build_features(items, **bounded(world, day)),
+                                  build_features(items, **everything(world)))
+
+
+def test_bulk_training_features_equal_daily_scoring_features(world):
+    """Training builds many days at once from all inputs; each day's rows equal that day's own build."""
+    c = world["customs"]
+    hist = c[c.declaration_date <= _ts(DAYS[-1])].reset_index(drop=True)
+    bulk = build_features(hist, **everything(world))
+    for d in DAYS:
+        rows = np.flatnonzero((hist.declaration_date == _ts(d)).to_numpy())
+        daily = build_features(hist.iloc[rows], **bounded(world, d))
+        pd.testing.assert_frame_equal(bulk.iloc[rows].reset_index(drop=True), daily)
+    assert bulk.tax_purchases_over_imports.notna().any()
+
+
+def _importer_with_history(world, d: date) -> tuple[str, pd.DataFrame]:
+    """An importer lodging on day d with an earlier item that has a known outcome by d."""
+    items = day_items(world, d)
+    enf = world["enforcement"][world["enforcement"].reported_date <= _ts(d)]
+    known = enf.merge(world["customs"][["declaration_id", "item_no", "importer_id"]],
+                      on=["declaration_id", "item_no"])
+    common = sorted(set(items.importer_id) & set(known.importer_id))
+    assert common, "fixture world should have an importer with a known outcome lodging on the day"
+    imp = common[0]
+    return imp, known[known.importer_id == imp]
+
+
+def _record(decl: str, item_no: int, inspected: date, reported: date, result: str, rid: str) -> dict:
+    return {"record_id": rid, "declaration_id": decl, "item_no": item_no, "inspection_date": _ts(inspected),
+            "channel": "RED", "result": result, "offence_code": "undervaluation" if result == "FRAUD" else "",
+            "revenue_recovered_usd": 100.0 if result == "FRAUD" else 0.0, "penalty_usd": 0.0,
+            "reported_date": _ts(reported), "officer_id": "OF001"}
+
+
+def test_outcome_reported_after_day_never_changes_features(world):
+    d = DAYS[1]
+    items = day_items(world, d)
+    b = bounded(world, d)
+    imp = items.importer_id.iloc[0]
+    c = world["customs"]
+    # An earlier, never-inspected item of the same importer, inspected before d.
+    inspected = set(zip(world["enforcement"].declaration_id, world["enforcement"].item_no, strict=True))
+    past = c[(c.importer_id == imp) & (c.declaration_date < _ts(d) - pd.Timedelta(days=3))]
+    past = past[[(a, b_) not in inspected for a, b_ in zip(past.declaration_id, past.item_no, strict=True)]]
+    target = past.iloc[-1]
+    base = build_features(items, **b)
+
+    def with_report(reported: date) -> pd.DataFrame:
+        rec = _record(target.declaration_id, int(target.item_no), d - timedelta(days=3), reported, "FRAUD", "EX-1")
+        outcomes = pd.concat([b["outcomes"], pd.DataFrame([rec]).astype(b["outcomes"].dtypes.to_dict())],
+                             ignore_index=True)
+        return build_features(items, **{**b, "customs_history": c, "outcomes": outcomes})
+
+    pd.testing.assert_frame_equal(base, with_report(d + timedelta(days=1)))
+    pd.testing.assert_frame_equal(base, with_report(d + timedelta(days=20)))
+    # Positive control: the same outcome reported on d (its extract available that day) is used.
+    known = with_report(d)
+    mine = (items.importer_id == imp).to_numpy()
+    np.testing.assert_array_equal(known.importer_id_n_insp[mine], base.importer_id_n_insp[mine] + 1)
+    assert (known.importer_id_fraud_rate[mine] > base.importer_id_fraud_rate[mine]).all()
+
+
+def test_correction_reported_after_day_never_changes_features(world):
+    """A later report superseding an outcome known by day d must not erase what d knew."""
+    d = DAYS[1]
+    items = day_items(world, d)
+    b = bounded(world, d)
+    imp, known = _importer_with_history(world, d)
+    rec0 = known.sort_values("reported_date").iloc[0]
+    flipped = "CLEAN" if rec0.result == "FRAUD" else "FRAUD"
+    base = build_features(items, **b)
+
+    def with_correction(reported: date) -> pd.DataFrame:
+        rec = _record(rec0.declaration_id, int(rec0.item_no), rec0.inspection_date.date(), reported, flipped,
+                      "ZZ-CORRECTION")
+        outcomes = pd.concat([world["enforcement"], pd.DataFrame([rec]).astype(b["outcomes"].dtypes.to_dict())],
+                             ignore_index=True)
+        return build_features(items, **{**b, "customs_history": world["customs"], "outcomes": outcomes})
+
+    pd.testing.assert_frame_equal(base, with_correction(d + timedelta(days=1)))
+    # Positive control: a correction known on d replaces the old result; the item still counts once.
+    corrected = with_correction(d)
+    mine = (items.importer_id == imp).to_numpy()
+    np.testing.assert_array_equal(corrected.importer_id_n_insp[mine], base.importer_id_n_insp[mine])
+    assert not np.allclose(corrected.importer_id_fraud_rate[mine], base.importer_id_fraud_rate[mine])
+
+
+def test_own_outcome_never_reaches_own_features(world):
+    c, enf = world["customs"], world["enforcement"]
+    # The three days with most inspections (the legacy policy inspects only a few items a day).
+    busiest = enf.inspection_date.value_counts().sort_index(kind="stable").nlargest(3, keep="first").index
+    for d in [t.date() for t in busiest]:
+        items = day_items(world, d)
+        keys = items[["declaration_id", "item_no"]]
+        own = enf.merge(keys, on=["declaration_id", "item_no"])
+        assert len(own), f"some items of {d} should have been inspected"
+        assert (own.reported_date > own.inspection_date).all()
+        others = enf.merge(keys, on=["declaration_id", "item_no"], how="left", indicator=True)
+        others = others[others._merge == "left_only"].drop(columns="_merge")
+        inp = {**everything(world), "customs_history": c}
+        with_own = build_features(items, **inp)
+        without_own = build_features(items, **{**inp, "outcomes": others})
+        pd.testing.assert_frame_equal(with_own, without_own)
+
+
+def test_profile_counts_match_an_independent_count(world):
+    d = DAYS[1]
+    items = day_items(world, d)
+    X = build_features(items, **bounded(world, d))
+    enf = world["enforcement"]
+    known = enf[enf.reported_date <= _ts(d)].drop_duplicates(["declaration_id", "item_no"])
+    known = known.merge(world["customs"][["declaration_id", "item_no", "importer_id"]],
+                        on=["declaration_id", "item_no"])
+    n = known.groupby("importer_id").size()
+    expected = items.importer_id.map(n).fillna(0).to_numpy(dtype=float)
+    np.testing.assert_array_equal(X.importer_id_n_insp.to_numpy(), expected)
+    # Smoothed rate: (frauds + SMOOTHING * prior) / (n + SMOOTHING), prior from all known outcomes.
+    frauds = known.assign(f=(known.result == "FRAUD")).groupby("importer_id").f.sum()
+    prior = ((known.result == "FRAUD").sum() + 1) / (len(known) + 10)
+    k = items.importer_id.map(frauds).fillna(0).to_numpy(dtype=float)
+    np.testing.assert_allclose(X.importer_id_fraud_rate.to_numpy(), (k + SMOOTHING * prior) / (expected + SMOOTHING))
+
+
+def test_history_counts_only_days_strictly_before(world):
+    d = DAYS[1]
+    items = day_items(world, d)
+    c = world["customs"]
+    X = build_features(items, **everything(world))
+    before = c[c.declaration_date < _ts(d)]
+    expected = items.importer_id.map(before.groupby("importer_id").size()).fillna(0).to_numpy(dtype=float)
+    np.testing.assert_array_equal(X.importer_past_items.to_numpy(), expected)
+    first = items.importer_id.map(before.groupby("importer_id").declaration_date.min())
+    days = (_ts(d) - first).dt.days.fillna(-1).to_numpy(dtype=float)
+    np.testing.assert_array_equal(X.importer_days_active.to_numpy(), days)
+    np.testing.assert_array_equal(X.importer_is_new.to_numpy(), np.isnan(first.to_numpy(dtype=float)) * 1.0)
+
+
+def test_first_declaration_of_an_importer_is_new(world):
+    c = world["customs"]
+    first_day = c.groupby("importer_id").declaration_date.min()
+    late = first_day[first_day > c.declaration_date.min()]
+    assert len(late), "the world has importers starting during the period"
+    imp, d = late.index[0], late.iloc[0].date()
+    items = day_items(world, d)
+    X = build_features(items, **everything(world))
+    mine = (items.importer_id == imp).to_numpy()
+    assert (X.importer_is_new[mine] == 1.0).all()
+    assert (X.importer_past_items[mine] == 0.0).all()
+    assert (X.importer_days_active[mine] == -1.0).all()
+
+
+def test_feature_matrix_shape_and_base_values(world):
+    d = DAYS[0]
+    items = day_items(world, d)
+    X = build_features(items, **bounded(world, d))
+    assert list(X.columns) == FEATURES
+    assert (X.dtypes == "float64").all()
+    assert len(X) == len(items)
+    ref = world["reference_prices"].set_index(["hs_code", "origin_country"]).ref_unit_price_usd_kg
+    r = ref.reindex(pd.MultiIndex.from_arrays([items.hs_code, items.origin_country])).to_numpy()
+    np.testing.assert_allclose(X.log_ref_ratio, np.log(items.fob_usd / items.net_weight_kg / r))
+    np.testing.assert_allclose(X.log_cif, np.log1p(items.cif_usd))
+    np.testing.assert_array_equal(X.n_items, items.groupby("declaration_id").item_no.transform("count"))
+    np.testing.assert_array_equal(X.has_permit, (items.permit_no != "").astype(float))
+    np.testing.assert_array_equal(X.hs2, items.hs_code.str[:2].astype(float))
+    assert (X.day_of_week == d.weekday()).all()
+    # item_frame: declared columns kept, features added (declared values win on name clashes).
+    frame = item_frame(items, X)
+    assert set(FEATURES) | set(items.columns) == set(frame.columns)
+    np.testing.assert_array_equal(frame.duty_rate, items.duty_rate)
+
+
+def test_no_outcomes_puts_every_entity_at_the_prior(world):
+    d = DAYS[0]
+    items = day_items(world, d)
+    empty = world["enforcement"].iloc[:0]
+    X = build_features(items, **{**bounded(world, d), "outcomes": empty})
+    for k in ("importer_id", "declarant_id", "hs6"):
+        assert (X[f"{k}_n_insp"] == 0).all()
+        assert np.allclose(X[f"{k}_fraud_rate"], 0.1)

@@ -1,0 +1,193 @@
+"""Feedback: outcomes -> offence database -> versioned rule weights (bounded steps, idempotent re-runs)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+from sunat_pipeline import feedback, ingest
+from sunat_pipeline.lake import partition, write_parquet_atomic
+from sunat_pipeline.rules import load_rules
+from sunat_pipeline.settings import get_settings
+from sunat_pipeline.sources import SOURCES
+from sunat_pipeline.world import WorldConfig, generate
+
+# Delays of 1-3 days: legacy outcomes keep being reported during the live days.
+CFG = WorldConfig(seed=7, history_days=40, live_days=3, declarations_per_day=40, min_delay_days=1, max_delay_days=3)
+D1, D2, D3 = CFG.live_dates
+
+
+def _settings(tmp, **kw):
+    return get_settings(lake_root=tmp / "data", mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db", **kw)
+
+
+@pytest.fixture(scope="module")
+def silver_lake(tmp_path_factory):
+    """A world ingested up to the last live day (silver only is needed by feedback)."""
+    settings = _settings(tmp_path_factory.mktemp("fb_world"))
+    generate(CFG, settings.lake)
+    for s in SOURCES:
+        ingest.ingest_source(settings, s, D3)
+    return settings
+
+
+def _copy(silver_lake, tmp_path_factory, name: str, **kw):
+    settings = _settings(tmp_path_factory.mktemp(name), **kw)
+    shutil.copytree(silver_lake.silver, settings.silver)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def run3(silver_lake, tmp_path_factory):
+    """Feedback run for the three live days, in order, with the default settings."""
+    settings = _copy(silver_lake, tmp_path_factory, "fb_default")
+    summaries = [feedback.update(settings, d) for d in (D1, D2, D3)]
+    return settings, summaries
+
+
+def _enforcement(settings, upto):
+    return ingest.silver(settings, "enforcement", upto=upto)
+
+
+def test_versions_are_written_in_order(run3):
+    settings, summaries = run3
+    assert feedback.versions(settings) == [f"rw-{d}" for d in (D1, D2, D3)]
+    assert [s["previous"] for s in summaries] == [feedback.INITIAL, f"rw-{D1}", f"rw-{D2}"]
+    enf = _enforcement(settings, D3)
+    rep = pd.to_datetime(enf.reported_date).dt.date
+    expected = [(rep <= D1).sum(), (rep == D2).sum(), (rep == D3).sum()]
+    assert [s["outcomes"] for s in summaries] == expected
+    assert all(n > 0 for n in expected), "the fixture world should report outcomes on each live day"
+    rec = feedback.load_version(settings, f"rw-{D2}")
+    assert rec["previous"] == f"rw-{D1}" and rec["date"] == D2.isoformat()
+    assert rec["outcome_reported_dates"] == [D1.isoformat(), D2.isoformat()]
+
+
+def test_weights_move_at_most_max_step_per_version(run3):
+    settings, _ = run3
+    step = settings.feedback.max_step
+    prev = feedback.load_version(settings, feedback.INITIAL)["weights"]
+    assert prev == load_rules(settings.rules_path).initial_weights()
+    moved = 0.0
+    for v in feedback.versions(settings):
+        w = feedback.load_version(settings, v)["weights"]
+        assert w.keys() == prev.keys()
+        for r in w:
+            assert abs(w[r] - prev[r]) <= step + 1e-9, (v, r)
+            assert 0.0 <= w[r] <= 1.0
+        moved = max(moved, max(abs(w[r] - prev[r]) for r in w))
+        prev = w
+    assert moved > 0.01, "weights should respond to the evidence"
+
+
+def test_a_tight_max_step_bounds_every_move(silver_lake, tmp_path_factory):
+    settings = _copy(silver_lake, tmp_path_factory, "fb_tight", feedback={"max_step": 0.02})
+    prev = feedback.load_version(settings, feedback.INITIAL)["weights"]
+    clamped = 0
+    for d in (D1, D2):
+        feedback.update(settings, d)
+        rec = feedback.load_version(settings, f"rw-{d}")
+        for r, w in rec["weights"].items():
+            delta = w - prev[r]
+            assert abs(delta) <= 0.02 + 1e-9
+            target = rec["evidence"][r]["posterior_precision"]
+            if abs(target - prev[r]) > 0.02:
+                clamped += 1
+                assert abs(delta) == pytest.approx(0.02)
+                assert (delta > 0) == (target > prev[r])  # towards the evidence
+            else:
+                assert w == pytest.approx(target, abs=1e-6)
+        prev = rec["weights"]
+    assert clamped > 0
+    assert "max step 0.02" in rec["method"]
+
+
+def test_evidence_counts_hits_of_inspected_items(run3):
+    settings, _ = run3
+    total = {}
+    for v in feedback.versions(settings):
+        rec = feedback.load_version(settings, v)
+        for r, ev in rec["evidence"].items():
+            assert 0 <= ev["new_frauds"] <= ev["new_inspected"]
+            total[r] = total.get(r, 0) + ev["new_inspected"]
+            assert ev["inspected"] == total[r]
+    assert sum(total.values()) > 0
+    hist = pd.read_parquet(settings.gold / "rule_weights" / "history.parquet")
+    assert len(hist) == len(feedback.versions(settings)) * len(total)
+    pd.testing.assert_frame_equal(hist, feedback.weights_history(settings))
+
+
+def test_offence_database_has_every_outcome_once(run3):
+    settings, _ = run3
+    off = feedback.offences(settings)
+    enf = _enforcement(settings, D3)
+    assert len(off) == len(enf)
+    assert not off.record_id.duplicated().any()
+    assert set(off.record_id) == set(enf.record_id)
+    assert (off.selection_reason == "legacy").all()  # no scored decisions in this lake
+    assert off.importer_id.notna().all() and off.declaration_date.notna().all()
+    assert len(feedback.offences(settings, upto=D1)) == (pd.to_datetime(enf.reported_date).dt.date <= D1).sum()
+
+
+def test_rerunning_a_day_is_idempotent(run3):
+    settings, _ = run3
+    wdir = settings.gold / "rule_weights"
+    before = {p.name: p.read_bytes() for p in wdir.glob("rw-*.json")}
+    off_before = feedback.offences(settings)
+    s2 = feedback.update(settings, D2)
+    s1 = feedback.update(settings, D1)
+    after = {p.name: p.read_bytes() for p in wdir.glob("rw-*.json")}
+    assert after == before
+    assert s1["previous"] == feedback.INITIAL and s2["previous"] == f"rw-{D1}"
+    off_after = feedback.offences(settings)
+    pd.testing.assert_frame_equal(off_after, off_before)
+    assert not off_after.record_id.duplicated().any()
+    for p in (settings.gold / "offences").glob("reported_date=*"):
+        assert len(list(p.glob("*.parquet"))) == 1, p
+
+
+def test_version_before_is_strictly_before(run3):
+    settings, _ = run3
+    assert feedback.version_before(settings, D1) == feedback.INITIAL
+    assert feedback.version_before(settings, D1 + timedelta(days=1)) == f"rw-{D1}"
+    assert feedback.version_before(settings, D2) == f"rw-{D1}"  # rw-D2 exists but is not before D2
+    assert feedback.version_before(settings, D3) == f"rw-{D2}"
+    assert feedback.version_before(settings, D3 + timedelta(days=30)) == f"rw-{D3}"
+
+
+def test_version_before_with_gaps(tmp_path):
+    settings = _settings(tmp_path)
+    assert feedback.versions(settings) == []
+    wdir = settings.gold / "rule_weights"
+    wdir.mkdir(parents=True)
+    for d in ("2026-03-01", "2026-02-20", "2026-03-10"):
+        (wdir / f"rw-{d}.json").write_text("{}")
+    (wdir / "history.parquet").write_bytes(b"")
+    assert feedback.versions(settings) == ["rw-2026-02-20", "rw-2026-03-01", "rw-2026-03-10"]
+    D = pd.Timestamp
+    assert feedback.version_before(settings, D("2026-02-20").date()) == feedback.INITIAL
+    assert feedback.version_before(settings, D("2026-02-21").date()) == "rw-2026-02-20"
+    assert feedback.version_before(settings, D("2026-03-05").date()) == "rw-2026-03-01"
+    assert feedback.version_before(settings, D("2026-03-10").date()) == "rw-2026-03-01"
+    assert feedback.version_before(settings, D("2026-03-11").date()) == "rw-2026-03-10"
+
+
+def test_offences_carry_the_pipeline_decision(silver_lake, tmp_path_factory):
+    settings = _copy(silver_lake, tmp_path_factory, "fb_decisions")
+    enf = _enforcement(settings, D1)
+    customs = ingest.silver(settings, "customs", upto=D1)
+    rec = enf.iloc[0]
+    item = customs[(customs.declaration_id == rec.declaration_id) & (customs.item_no == rec.item_no)].iloc[0]
+    d = item.declaration_date.date()
+    scored = pd.DataFrame({"declaration_id": [rec.declaration_id], "item_no": [int(rec.item_no)],
+                           "selection_reason": ["exploration"], "model_version": ["3"],
+                           "rule_weights_version": [feedback.INITIAL], "run_id": ["abc"]})
+    write_parquet_atomic(scored, partition(settings.scored_dir, "declaration_date", d) / "part-0.parquet")
+    feedback.update(settings, D1)
+    off = feedback.offences(settings).set_index("record_id")
+    assert off.loc[rec.record_id, "selection_reason"] == "exploration"
+    assert off.loc[rec.record_id, "model_version"] == "3"
+    assert (off.drop(index=rec.record_id).selection_reason == "legacy").all()
