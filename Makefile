@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ROOT := $(abspath .)
-export AIRFLOW_HOME ?= $(ROOT)/.local/airflow
-export AIRFLOW__CORE__DAGS_FOLDER := $(ROOT)/dags
-export AIRFLOW__CORE__PLUGINS_FOLDER := $(ROOT)/plugins
-export AIRFLOW__CORE__LOAD_EXAMPLES := False
-export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN ?= sqlite:///$(AIRFLOW_HOME)/airflow.db
-export MLFLOW_TRACKING_URI ?= sqlite:///$(ROOT)/.local/mlflow/mlflow.db
+# The UIs read the same embedded stores as the demo (sunat_pipeline/airflow_env.py sets them for runs).
+UI_ENV := AIRFLOW_HOME=$(ROOT)/.local/airflow AIRFLOW__CORE__DAGS_FOLDER=$(ROOT)/dags \
+	AIRFLOW__CORE__PLUGINS_FOLDER=$(ROOT)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(ROOT)/.local/airflow/airflow.db \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin SUNAT_ROOT=$(ROOT)
+MLFLOW_DB := sqlite:///$(ROOT)/.local/mlflow/mlflow.db
 
 .PHONY: venv demo ui run-day test lint clean
 
@@ -30,12 +30,12 @@ demo: $(STAMP)
 
 # Airflow UI on :8080 and MLflow UI on :5000, on the demo's embedded stores. Ctrl-C stops both.
 ui: $(STAMP)
-	@mkdir -p $(AIRFLOW_HOME) .local/mlflow
-	@echo "Airflow: http://localhost:8080  user 'admin', password in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
+	@mkdir -p .local/airflow .local/mlflow
+	@echo "Airflow: http://localhost:8080  (user admin; password in .local/airflow/simple_auth_manager_passwords.json.generated)"
 	@echo "MLflow:  http://localhost:5000"
 	@trap 'kill 0' INT TERM EXIT; \
-	SUNAT_ROOT=$(ROOT) $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 0.0.0.0 --port 5000 & \
-	SUNAT_ROOT=$(ROOT) AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin $(BIN)/airflow standalone & \
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_DB) --host 0.0.0.0 --port 5000 & \
+	$(UI_ENV) $(BIN)/airflow standalone & \
 	wait
 
 run-day: $(STAMP)

@@ -18,10 +18,11 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     home = settings.airflow_home_path
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.setdefault("AIRFLOW_HOME", str(home))
-    env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home / 'airflow.db'}")
-    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(settings.root / "dags"))
-    env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(settings.root / "plugins"))
+    # The embedded Airflow always lives in the settings' Airflow home, whatever the caller's shell exports.
+    env["AIRFLOW_HOME"] = str(home)
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = settings.airflow_db_url or f"sqlite:///{home / 'airflow.db'}"
+    env["AIRFLOW__CORE__DAGS_FOLDER"] = str(settings.root / "dags")
+    env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(settings.root / "plugins")
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     env.setdefault("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
     env.setdefault("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "True")

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     root: Path = Field(default_factory=_root)
     lake_root: Path | None = None
     airflow_home: Path | None = None
+    airflow_db_url: str | None = None  # embedded Airflow's metadata DB; default SQLite in the Airflow home
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "sunat-risk"
     registered_model: str = "sunat_risk_model"
