@@ -9,7 +9,7 @@ ROOT := $(abspath .)
 UI_ENV := AIRFLOW_HOME=$(ROOT)/.local/airflow AIRFLOW__CORE__DAGS_FOLDER=$(ROOT)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(ROOT)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(ROOT)/.local/airflow/airflow.db \
-	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin SUNAT_ROOT=$(ROOT)
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin SUNAT_ROOT=$(ROOT) PATH=$(ROOT)/$(BIN):$$PATH
 MLFLOW_DB := sqlite:///$(ROOT)/.local/mlflow/mlflow.db
 
 .PHONY: venv demo ui run-day test lint clean
