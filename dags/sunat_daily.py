@@ -7,12 +7,15 @@ One run per day of declarations (the run's logical date, or the `date` param to 
    manifest) or quarantined with a report after its Great Expectations suite; accepted rows upsert silver.
 2. **reconcile**: proves every landed file is in bronze or quarantine.
 3. **train_if_due**: retrains (XGBoost, MLflow run, registry) when there is no champion, the last
-   training is a week old or enough new outcomes arrived; promotes only if it beats the champion.
+   training is a week old, enough new outcomes arrived or drift monitoring asked for it; promotes only if
+   it beats the champion.
 4. **score**: the champion and the rules (latest weights version before the day) score the day's items;
    channels under each office's capacity; scored Parquet with reasons.
-5. **feedback**: outcomes reported up to the day go to the offence database and make the next
-   rule-weights version, used by the next day's scoring.
-6. **report**: one line per stage with counts.
+5. **feedback**: outcomes not yet folded in go to the offence database and make the next
+   rule-weights version, used by the next day's scoring (docs/feedback.md).
+6. **kpi_report**: the day's KPIs (gold/kpi/), drift against the training data (a retraining request past
+   the threshold) and an HTML report with plots at gold/reports/report_DATE.html (docs/kpi.md).
+7. **report**: one line per stage with counts, and the path of the HTML report.
 
 Tasks pass only small summaries through XCom; the data stays in the lake (`SUNAT_LAKE_ROOT`).
 Re-running a day is safe: every write replaces a partition atomically and the outputs are reproduced.
@@ -49,6 +52,7 @@ def _day(context) -> str:
 def sunat_daily():
     @task(outlets=[SILVER])
     def ingest(source: str, **context) -> dict:
+        import logging
         from datetime import date
 
         from sunat_pipeline import ingest as ing
@@ -56,11 +60,15 @@ def sunat_daily():
         from sunat_pipeline.settings import get_settings
 
         setup()
-        out = ing.ingest_source(get_settings(), source, date.fromisoformat(_day(context)))
-        new = [o for o in out if o.status != "duplicate"]
-        rejected = [o.name for o in new if o.status == "rejected"]
+        settings = get_settings()
+        out = ing.ingest_source(settings, source, date.fromisoformat(_day(context)))
+        new = [o for o in out if o.status not in ("duplicate", "pending")]
+        # Each rejection is also logged as a WARNING with its report by ingest_source.
+        rejected = [f"{source}/{o.name} (report: {o.report})" for o in new if o.status == "rejected"]
+        logging.getLogger("sunat.ingest").info("validation reports (static GX Data Docs): %s",
+                                               ing.data_docs_index(settings))
         return {"source": source, "files_new": len(new), "rows": sum(o.rows for o in new if o.status != "rejected"),
-                "rejected": rejected}
+                "rejected": rejected, "pending": [o.name for o in out if o.status == "pending"]}
 
     @task
     def reconcile(ingested: list[dict], **context) -> dict:
@@ -108,23 +116,40 @@ def sunat_daily():
         setup()
         return fb.update(get_settings(), date.fromisoformat(_day(context)))
 
+    @task(inlets=[SCORED, OFFENCES, RULE_WEIGHTS])
+    def kpi_report(fed: dict, **context) -> dict:
+        from datetime import date
+
+        from sunat_pipeline import report as rp
+        from sunat_pipeline.logs import setup
+        from sunat_pipeline.settings import get_settings
+
+        setup()
+        return rp.publish(get_settings(), date.fromisoformat(_day(context)))
+
     @task
-    def report(recon: dict, trained: dict, scored: dict, fed: dict, **context) -> None:
+    def report(recon: dict, trained: dict, scored: dict, fed: dict, kpis: dict, **context) -> None:
         import logging
 
         log = logging.getLogger("sunat.report")
+        for r in recon["rejected"]:
+            log.warning("day %s: landed file REJECTED and quarantined: %s", _day(context), r)
         log.info("day %s | landed files %d (rejected: %s) | training: %s | scored %d items, channels %s, "
                  "model v%s, weights %s | feedback: %d outcomes, %d frauds -> %s | output %s",
                  _day(context), recon["landed"], recon["rejected"] or "none", trained, scored["items"],
                  scored["channels"], scored["model_version"], scored["rule_weights_version"], fed["outcomes"],
                  fed["frauds"], fed["version"], scored["path"])
+        log.info("day %s | KPIs: efficiency index %s, hit rate RED %s / YELLOW %s, drift max PSI %s%s | report %s",
+                 _day(context), kpis["efficiency_index"], kpis["hit_rate_red"], kpis["hit_rate_yellow"],
+                 kpis["drift_max_psi"], " (retraining requested)" if kpis["retrain_requested"] else "",
+                 kpis["report_path"])
 
     ingested = [ingest.override(task_id=f"ingest_{s}")(s) for s in SOURCES]
     recon = reconcile(ingested)
     trained = train_if_due(recon)
     scored = score(trained)
     fed = feedback(scored)
-    report(recon, trained, scored, fed)
+    report(recon, trained, scored, fed, kpi_report(fed))
 
 
 sunat_daily()

@@ -62,11 +62,50 @@ def cmd_summary(a) -> int:
     return 0
 
 
+def cmd_weights_history(a) -> int:
+    from sunat_pipeline.feedback import weights_history
+
+    h = weights_history(get_settings())
+    if a.rule:
+        h = h[h.rule_id.isin(a.rule)]
+    if a.last and len(h):
+        h = h[h.version.isin(sorted(h.version.unique())[-a.last:])]
+    print(h.to_csv(index=False) if a.format == "csv" else h.to_json(orient="records", indent=2)
+          if a.format == "json" else h.to_string(index=False) if len(h) else "(no weights version yet)")
+    return 0
+
+
 def cmd_pin(a) -> int:
     from sunat_pipeline.train import pin_champion
 
     pin_champion(get_settings(), a.version)
     print(f"champion -> version {a.version}")
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from pathlib import Path
+
+    from sunat_pipeline.evaluate import evaluate
+
+    res = evaluate(a.mapping, a.train, a.test, budget_s=a.budget_s, max_trials=a.max_trials,
+                   do_search=not a.no_search, seed=a.seed, bag_size=a.bag_size, n_jobs=a.n_jobs)
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(res, indent=2, default=str))
+    print(json.dumps({k: res[k] for k in ("n_train", "n_test", "precision_at_1", "precision_at_5", "precision_at_10",
+                                           "recall_at_5", "roc_auc")}, indent=2))
+    return 0
+
+
+def cmd_override(a) -> int:
+    from sunat_pipeline.overrides import record
+
+    try:
+        rec = record(get_settings(), a.declaration, a.channel, a.officer, a.why, day=a.date)
+    except (LookupError, ValueError) as e:
+        print(str(e).strip("'\""), file=sys.stderr)
+        return 2
+    print(json.dumps(rec, indent=2))
     return 0
 
 
@@ -109,6 +148,30 @@ def main(argv: list[str] | None = None) -> int:
     pc = sub.add_parser("pin-champion", help="rollback: point @champion at an earlier model version")
     pc.add_argument("--version", required=True)
     pc.set_defaults(fn=cmd_pin)
+    wh = sub.add_parser("weights-history", help="rule-weight versions: each rule's weight and evidence per version")
+    wh.add_argument("--rule", action="append", help="only this rule id (repeatable)")
+    wh.add_argument("--last", type=int, default=None, help="only the last N versions")
+    wh.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    wh.set_defaults(fn=cmd_weights_history)
+    ev = sub.add_parser("evaluate", help="offline: train the model on external labelled files, score a test file")
+    ev.add_argument("--mapping", required=True, help="column mapping to the canonical schema (mappings/*.yaml)")
+    ev.add_argument("--train", required=True, action="append", help="training CSV (repeat for several)")
+    ev.add_argument("--test", required=True, help="test CSV (read once, for the final figures)")
+    ev.add_argument("--json", required=True, help="where to write the results")
+    ev.add_argument("--budget-s", type=float, default=600.0, help="time budget of the hyperparameter search")
+    ev.add_argument("--max-trials", type=int, default=None)
+    ev.add_argument("--no-search", action="store_true", help="use the default parameters")
+    ev.add_argument("--bag-size", type=int, default=3)
+    ev.add_argument("--n-jobs", type=int, default=2)
+    ev.add_argument("--seed", type=int, default=42)
+    ev.set_defaults(fn=cmd_evaluate)
+    ov = sub.add_parser("override", help="record an officer's override of a declaration's channel (who and why)")
+    ov.add_argument("--declaration", required=True, help="declaration id (DAM)")
+    ov.add_argument("--channel", required=True, type=str.upper, choices=["RED", "YELLOW", "GREEN"])
+    ov.add_argument("--officer", required=True, help="who overrides")
+    ov.add_argument("--why", required=True, help="why, in plain language")
+    ov.add_argument("--date", type=_date, default=None, help="declaration date (default: looked up)")
+    ov.set_defaults(fn=cmd_override)
     a = p.parse_args(argv)
     return a.fn(a)
 

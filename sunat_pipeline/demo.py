@@ -55,6 +55,17 @@ def print_summary(settings: Settings) -> None:
         print(f"\nTotal: {int(tab['items'].sum())} items scored, {int(tab.RED.sum())} RED / "
               f"{int(tab.YELLOW.sum())} YELLOW / {int(tab.GREEN.sum())} GREEN declarations, "
               f"{int(tab.frauds_found.sum())} frauds found, {tab.revenue_recovered_usd.sum():,.0f} USD recovered")
+    from sunat_pipeline.kpi import latest_summary
+    from sunat_pipeline.report import last_report
+
+    k = latest_summary(settings)
+    if k:
+        f = {c: (format(k[c], ".2f" if c == "efficiency_index" else ".1%") if pd.notna(k[c]) else "n/a") for c in
+             ("efficiency_index", "hit_rate_targeted", "hit_rate_random", "hit_rate_red", "hit_rate_yellow")}
+        print(f"Efficiency index (targeted / random hit rate, all days, as of {k['report_date']}): "
+              f"{f['efficiency_index']} ({f['hit_rate_targeted']} vs {f['hit_rate_random']}); hit rate "
+              f"RED {f['hit_rate_red']}, YELLOW {f['hit_rate_yellow']}")
+    print(f"KPI report:       {last_report(settings) or '(none yet)'}  (one a day; tables: {settings.gold / 'kpi'})")
     reg = registry_summary(settings)
     print(f"\nScored Parquet:   {settings.scored_dir}/declaration_date=YYYY-MM-DD/part-0.parquet")
     print(f"Offence database: {settings.gold / 'offences'}")

@@ -1,38 +1,69 @@
 """Feedback: inspection outcomes -> offence database -> a new, versioned set of rule weights.
 
-Day D's feedback takes every enforcement record reported after the previous weights version and up to
-D, joins it to the decision that caused it (the scored output, or ``legacy`` for history), writes the
-offence database partitions (``gold/offences/reported_date=R``), and derives version ``rw-D``.
+Day D's feedback folds into version ``rw-D`` every enforcement record (silver, reported up to D) that no
+earlier version folded in, whatever its reported date: an extract that lands late with an already
+processed reported date is counted by the next version instead of being lost. What a version folded is
+recorded twice: as rows of the offence database tagged ``folded_in = rw-D`` (the ledger), and in the
+version's JSON (the batches, the number of records and a checksum of their keys).
 
-Rule weights are Beta-Bernoulli estimates of each rule's precision (share of inspected items hitting
-the rule that turned out fraudulent). The rules file's weight is the prior mean, worth
-``prior_hits + prior_misses`` pseudo-inspections; past evidence decays by ``decay`` per version so the
-weights follow changing behaviour, and one version moves a weight by at most ``max_step``.
-Scoring on day D uses the latest version dated before D. Everything here is a pure function of the
-silver data and the previous version, so re-running a day rewrites identical files.
+The offence database (``gold/offences/reported_date=R/part-0.parquet``) is append-only and deduplicated:
+a row is one version of an enforcement record, keyed by ``record_id`` and ``record_hash`` (a hash of the
+record's values), joined to the decision that caused the inspection (the scored output, or ``legacy`` for
+history) and to the rules that hit the item as of its declaration date. The same record landing again
+adds nothing. A correction (the same ``record_id`` re-reported with other values, or a later record for
+the same declaration item) adds a row and supersedes the earlier one, which stays with
+``is_current = False`` and ``superseded_by = "<record_id>:<record_hash>"``: history is kept, and
+``offences(settings)`` returns the current rows.
+
+Rule weights are Beta-Bernoulli estimates of each rule's precision (share of inspected items hitting the
+rule that turned out fraudulent; docs/feedback.md has the maths). The rules file's weight is the prior
+mean, worth ``prior_hits + prior_misses`` pseudo-inspections; the observed evidence decays by ``decay``
+per day so the weights follow changing behaviour; a correction retracts the superseded outcome; one
+version moves a weight by at most ``max_step``. Scoring on day D uses the latest version dated before D.
+
+A version, once written, is immutable: re-running its day re-derives it from exactly the records it
+folded (the ledger), so the re-run rewrites nothing and creates no version. Records that arrived since
+wait for the next version.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from sunat_pipeline import ingest
+from sunat_pipeline import overrides
 from sunat_pipeline.features import build_features, item_frame
-from sunat_pipeline.lake import atomic_write_bytes, partition, read_partitions, replace_partition, write_parquet_atomic
+from sunat_pipeline.lake import atomic_write_bytes, partition, write_parquet_atomic
 from sunat_pipeline.rules import evaluate, load_rules
 from sunat_pipeline.settings import Settings
+from sunat_pipeline.sources import SOURCES
 
 log = logging.getLogger(__name__)
 INITIAL = "rw-initial"
 
+RECORD_COLUMNS = list(SOURCES["enforcement"].columns)  # the enforcement record as reported
+ITEM_COLUMNS = ["declaration_date", "customs_office", "importer_id", "hs_code"]  # from the declaration
+DECISION_COLUMNS = ["selection_reason", "model_version", "rule_weights_version", "run_id"]  # from the scoring
+LEDGER_COLUMNS = ["rule_hits", "record_hash", "batch_sha256", "folded_in", "is_current", "superseded_by"]
+_DATES = ("inspection_date", "reported_date", "declaration_date")
+_FLOATS = ("revenue_recovered_usd", "penalty_usd")
+
 
 def _weights_dir(settings: Settings) -> Path:
     return settings.gold / "rule_weights"
+
+
+def _offences_dir(settings: Settings) -> Path:
+    return settings.gold / "offences"
 
 
 def _version_date(version: str) -> date:
@@ -69,91 +100,368 @@ def weights_history(settings: Settings) -> pd.DataFrame:
         for rule, w in rec["weights"].items():
             ev = rec["evidence"].get(rule, {})
             rows.append({"version": v, "date": rec["date"], "rule_id": rule, "weight": w,
+                         "posterior_precision": ev.get("posterior_precision", np.nan),
+                         "ci90_low": ev.get("ci90_low", np.nan), "ci90_high": ev.get("ci90_high", np.nan),
+                         "inspected": ev.get("inspected", 0), "frauds": ev.get("frauds", 0),
                          "inspected_in_version": ev.get("new_inspected", 0),
-                         "frauds_in_version": ev.get("new_frauds", 0)})
+                         "frauds_in_version": ev.get("new_frauds", 0),
+                         "retracted_in_version": ev.get("retracted_inspected", 0)})
     return pd.DataFrame(rows)
 
 
+# --- the offence database --------------------------------------------------------------------------------
+
+def record_hash(records: pd.DataFrame) -> pd.Series:
+    """16 hex digits of sha256 over a record's values (the enforcement columns but its reported date).
+
+    The same record sent again, on the same or a later date, has the same hash and adds nothing.
+    """
+    parts = []
+    for c in RECORD_COLUMNS:
+        if c == "reported_date":
+            continue
+        s = records[c]
+        if c in _DATES:
+            s = pd.to_datetime(s).dt.strftime("%Y-%m-%d")
+        elif c in _FLOATS:
+            s = pd.Series([repr(round(float(v), 6)) if pd.notna(v) else "" for v in s], index=records.index)
+        elif c == "item_no":
+            s = pd.Series([str(int(v)) if pd.notna(v) else "" for v in s], index=records.index)
+        parts.append(s.astype("str").fillna(""))
+    if not len(records):
+        return pd.Series([], dtype="str", index=records.index)
+    joined = parts[0].str.cat(parts[1:], sep="\x1f")
+    return pd.Series([hashlib.sha256(x.encode()).hexdigest()[:16] for x in joined], index=records.index,
+                     dtype="str")
+
+
+def _key(df: pd.DataFrame) -> pd.Series:
+    """The key of a row version: ``record_id:record_hash``."""
+    return df.record_id.astype("str") + ":" + df.record_hash.astype("str")
+
+
+def _columns(df: pd.DataFrame) -> list[str]:
+    base = RECORD_COLUMNS + ITEM_COLUMNS + DECISION_COLUMNS
+    extra = [c for c in df.columns if c not in base and c not in LEDGER_COLUMNS]
+    return base + extra + LEDGER_COLUMNS
+
+
+def _normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """Canonical column order and dtypes, so the bytes written depend only on the content."""
+    df = df.reindex(columns=_columns(df)).copy()
+    for c in df.columns:
+        if c in _DATES:
+            df[c] = pd.to_datetime(df[c]).astype("datetime64[us]")
+        elif c in _FLOATS:
+            df[c] = df[c].astype("float64")
+        elif c == "item_no":
+            df[c] = df[c].astype("Int64")
+        elif c == "is_current":
+            df[c] = df[c].fillna(True).astype(bool)
+        elif c == "rule_hits":
+            df[c] = [sorted(str(x) for x in v) if isinstance(v, list | tuple | np.ndarray) else [] for v in df[c]]
+        elif df[c].dtype == object or str(df[c].dtype) == "str":
+            df[c] = df[c].astype("str")
+    return df.sort_values(["record_id", "record_hash"], kind="stable").reset_index(drop=True)
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    schema = pa.Schema.from_pandas(df, preserve_index=False)
+    for i, f in enumerate(schema):
+        if f.name == "rule_hits":
+            schema = schema.set(i, pa.field("rule_hits", pa.list_(pa.large_string())))
+        elif pa.types.is_null(f.type):
+            schema = schema.set(i, pa.field(f.name, pa.large_string()))
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), buf, compression="zstd")
+    return buf.getvalue()
+
+
+def read_files(files: list[Path]) -> pd.DataFrame | None:
+    """Many Parquet files as one frame: one Arrow concatenation and one conversion (several times faster
+    than a frame per file on a lake of many small partitions). ``None`` when there are no files."""
+    if not files:
+        return None
+    tables = [pq.read_table(f) for f in files]
+    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+
+
+def silver(settings: Settings, source: str, upto: date | None = None, since: date | None = None) -> pd.DataFrame:
+    """``ingest.silver`` (same partitions, same frame), read with ``read_files``."""
+    from sunat_pipeline import ingest
+
+    spec = SOURCES[source]
+    base = settings.silver / source
+    files = []
+    for p in sorted(base.glob(f"{spec.partition_by}=*")) if base.exists() else []:
+        d = date.fromisoformat(p.name.split("=", 1)[1])
+        if (upto is None or d <= upto) and (since is None or d >= since):
+            files.extend(sorted(p.glob("*.parquet")))
+    out = read_files(files)
+    return ingest.silver(settings, source, upto=date.min) if out is None else out
+
+
+def _empty_db() -> pd.DataFrame:
+    return _normalise(pd.DataFrame({c: pd.Series(dtype="object") for c in
+                                    RECORD_COLUMNS + ITEM_COLUMNS + DECISION_COLUMNS + LEDGER_COLUMNS}))
+
+
+def _read_db(settings: Settings, upto: date | None = None) -> pd.DataFrame:
+    """Every row version of the offence database (history included), normalised."""
+    base = _offences_dir(settings)
+    files = []
+    for p in sorted(base.glob("reported_date=*")) if base.exists() else []:
+        if upto is None or date.fromisoformat(p.name.split("=", 1)[1]) <= upto:
+            files.extend(sorted(p.glob("*.parquet")))
+    db = read_files(files)
+    if db is None:
+        return _empty_db()
+    missing = [c for c in ("record_hash", "folded_in") if c not in db.columns]
+    if missing:
+        raise RuntimeError(f"the offence database under {base} predates the ledger columns {missing}: delete "
+                           "gold/offences and gold/rule_weights and re-run feedback from the first live day")
+    return _normalise(db)
+
+
+def current_view(db: pd.DataFrame) -> pd.DataFrame:
+    """``db`` with ``is_current`` and ``superseded_by`` recomputed over exactly these rows.
+
+    Row versions are ordered by when they were reported, then when they were folded in. The latest
+    version of a ``record_id`` supersedes its earlier versions; among those, the latest record of a
+    declaration item supersedes the item's earlier records. Each superseded row names the row that
+    replaced it (the next one in its chain).
+    """
+    db = db.copy()
+    sup = pd.Series(pd.NA, index=db.index, dtype="str")
+    if len(db):
+        key = _key(db)
+        o = db.sort_values(["record_id", "reported_date", "folded_in", "record_hash"], kind="stable")
+        nxt = key.loc[o.index].groupby(o.record_id.to_numpy()).shift(-1)
+        sup.loc[nxt.index] = nxt
+        latest = db[sup.isna()]
+        o = latest.sort_values(["declaration_id", "item_no", "reported_date", "folded_in", "record_id"],
+                               kind="stable")
+        nxt = key.loc[o.index].groupby([o.declaration_id.to_numpy(), o.item_no.to_numpy()]).shift(-1)
+        nxt = nxt[nxt.notna()]
+        sup.loc[nxt.index] = nxt
+    db["superseded_by"] = sup.astype("str")
+    db["is_current"] = sup.isna().to_numpy()
+    return db
+
+
+def offences(settings: Settings, upto: date | None = None, *, current: bool = True,
+             asof: date | None = None) -> pd.DataFrame:
+    """The offence database.
+
+    ``upto``: only records reported on or before that day. ``current``: only current rows (one per record
+    and declaration item); ``False`` returns the whole history. ``asof``: the database as it stood after day
+    ``asof``'s feedback (rows folded in by versions dated on or before it, flags recomputed), so reports of
+    a past day are reproducible whatever arrived since.
+    """
+    db = _read_db(settings, upto=upto)
+    if asof is not None:
+        db = current_view(db[db.folded_in <= f"rw-{asof.isoformat()}"])
+    if current:
+        db = db[db.is_current]
+    return db.reset_index(drop=True)
+
+
 def _decisions(settings: Settings, dates: list[date]) -> pd.DataFrame:
-    """Channel decisions of the pipeline for the given declaration dates (empty for history days)."""
-    cols = ["declaration_id", "item_no", "selection_reason", "model_version", "rule_weights_version", "run_id"]
+    """Channel decisions of the pipeline for the given declaration dates (empty for history days), with
+    the rules that hit each item when it was scored."""
+    cols = ["declaration_id", "item_no", *DECISION_COLUMNS, "rule_hits"]
     frames = []
     for d in sorted(set(dates)):
         p = partition(settings.scored_dir, "declaration_date", d) / "part-0.parquet"
         if p.exists():
-            frames.append(pd.read_parquet(p, columns=cols))
+            names = set(pq.read_schema(p).names)
+            frames.append(pd.read_parquet(p, columns=[c for c in cols if c in names]).reindex(columns=cols))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
-def offences(settings: Settings, upto: date | None = None) -> pd.DataFrame:
-    return read_partitions(settings.gold / "offences", "reported_date", upto=upto)
-
-
-def update(settings: Settings, day: date) -> dict:
-    """Run day ``day``'s feedback; returns a summary. Idempotent."""
-    prev = version_before(settings, day)
-    since = None if prev == INITIAL else date.fromisoformat(prev.removeprefix("rw-"))
-    enf = ingest.silver(settings, "enforcement", upto=day)
-    if since is not None:
-        enf = enf[pd.to_datetime(enf.reported_date).dt.date > since]
+def _new_records(settings: Settings, day: date, folded: pd.DataFrame, version: str) -> pd.DataFrame:
+    """Offence rows for every enforcement record reported by ``day`` that no version has folded in yet."""
+    enf_all = silver(settings, "enforcement", upto=day)
+    if enf_all.empty:
+        return _empty_db()
+    enf = enf_all.rename(columns={"_batch_sha256": "batch_sha256"})
+    if "batch_sha256" not in enf:
+        enf["batch_sha256"] = ""
+    enf["record_hash"] = record_hash(enf)
+    enf = enf.drop_duplicates(["record_id", "record_hash"], keep="first")  # a re-send adds nothing
+    enf = enf[~_key(enf).isin(set(_key(folded)))]
     enf = enf.sort_values(["reported_date", "record_id"], kind="stable").reset_index(drop=True)
-    customs = ingest.silver(settings, "customs", upto=day)
-    items = customs.merge(enf[["declaration_id", "item_no"]].drop_duplicates(), on=["declaration_id", "item_no"])
-
-    # Offence database: every outcome with the decision that caused it.
+    if enf.empty:
+        return _empty_db()
+    key = ["declaration_id", "item_no"]
+    customs = silver(settings, "customs", upto=day)
+    items = customs.merge(enf[key].drop_duplicates(), on=key).reset_index(drop=True)
     dec = _decisions(settings, list(pd.to_datetime(items.declaration_date).dt.date.unique()))
-    db = enf.drop(columns=["_batch_sha256"], errors="ignore").merge(
-        items[["declaration_id", "item_no", "declaration_date", "customs_office", "importer_id", "hs_code"]],
-        on=["declaration_id", "item_no"], how="left").merge(dec, on=["declaration_id", "item_no"], how="left")
-    db["selection_reason"] = db.selection_reason.fillna("legacy")
-    for r, part in db.groupby(pd.to_datetime(db.reported_date).dt.date, sort=True):
-        replace_partition(part.reset_index(drop=True), partition(settings.gold / "offences", "reported_date", r))
+    hits_by_item = {(d, int(i)): list(h) for d, i, h in zip(dec.declaration_id, dec.item_no, dec.rule_hits,
+                                                             strict=True) if isinstance(h, list | np.ndarray)}
+    rows = enf[[*RECORD_COLUMNS, "record_hash", "batch_sha256"]].merge(
+        items[key + ITEM_COLUMNS], on=key, how="left").merge(dec.drop(columns="rule_hits"), on=key, how="left")
+    rows["selection_reason"] = rows.selection_reason.fillna("legacy")
+    rows = overrides.attach(settings, rows)  # an officer's override in force, kept with its outcome
 
-    # Rule evidence: the rules evaluated on each outcome's item as of its declaration date.
+    # The rules that hit each item: as recorded when the pipeline scored it, else evaluated now on the item
+    # as of its declaration date (point in time), as scoring would have.
+    todo = items[[(d, int(i)) not in hits_by_item for d, i in zip(items.declaration_id, items.item_no,
+                                                                   strict=True)]].reset_index(drop=True)
+    if len(todo):
+        rules = load_rules(settings.rules_path)
+        inp = {k: silver(settings, s, upto=day) for k, s in
+               [("reference", "reference_prices"), ("tax", "tax"), ("fx", "exchange_rates")]}
+        X = build_features(todo, customs_history=customs, outcomes=enf_all, **inp)
+        h = evaluate(rules, item_frame(todo, X)).to_numpy()
+        ids = np.array(rules.ids)
+        hits_by_item.update({(d, int(i)): list(ids[row]) for d, i, row in
+                             zip(todo.declaration_id, todo.item_no, h, strict=True)})
+    rows["rule_hits"] = [hits_by_item.get((d, int(i)), []) if pd.notna(i) else []
+                         for d, i in zip(rows.declaration_id, rows.item_no, strict=True)]
+    rows["folded_in"] = version
+    rows["is_current"] = True
+    rows["superseded_by"] = pd.NA
+    return _normalise(rows)
+
+
+def _write_db(settings: Settings, new_db: pd.DataFrame, old_db: pd.DataFrame) -> int:
+    """Write the partitions whose content changed (new rows, supersession flags, rolled-back rows)."""
+    cols = ["record_id", "record_hash", "is_current", "superseded_by"]
+    old_state = old_db[cols].assign(_d=old_db.reported_date)
+    new_state = new_db[cols].assign(_d=new_db.reported_date)
+    diff = pd.concat([old_state, new_state]).drop_duplicates(keep=False)
+    affected = sorted(pd.to_datetime(diff._d).dt.date.unique())
+    written = 0
+    for d in affected:
+        pdir = partition(_offences_dir(settings), "reported_date", d)
+        part = new_db[pd.to_datetime(new_db.reported_date).dt.date == d]
+        target = pdir / "part-0.parquet"
+        if part.empty:
+            if target.exists():
+                target.unlink()
+            continue
+        data = _parquet_bytes(_normalise(part))
+        if not target.exists() or target.read_bytes() != data:
+            atomic_write_bytes(target, data)
+            written += 1
+    return written
+
+
+# --- rule weights ----------------------------------------------------------------------------------------
+
+def _rule_counts(rows: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
+    """Per rule: items hit and frauds among them."""
+    if rows.empty:
+        return {}, {}
+    x = rows[["rule_hits"]].assign(fraud=(rows.result == "FRAUD").to_numpy()).explode("rule_hits").dropna()
+    g = x.groupby("rule_hits").fraud
+    return g.size().astype(int).to_dict(), g.sum().astype(int).to_dict()
+
+
+def _beta_interval(a: float, b: float) -> tuple[float, float]:
+    """90% equal-tailed interval of Beta(a, b)."""
+    from scipy.special import betaincinv
+
+    lo, hi = betaincinv(a, b, [0.05, 0.95])
+    return round(float(lo), 6), round(float(hi), 6)
+
+
+def _derive(settings: Settings, day: date, prev: str, added: pd.DataFrame, removed: pd.DataFrame) -> tuple:
+    """The weights and evidence of version rw-``day`` from the previous version and the change of outcomes."""
     rules = load_rules(settings.rules_path)
-    new = {r: {"inspected": 0, "frauds": 0} for r in rules.ids}
-    if len(items):
-        inp = {k: ingest.silver(settings, s, upto=day) for k, s in
-               [("outcomes", "enforcement"), ("reference", "reference_prices"), ("tax", "tax"),
-                ("fx", "exchange_rates")]}
-        X = build_features(items, customs_history=customs, **inp)
-        hits = evaluate(rules, item_frame(items, X))
-        latest = enf.drop_duplicates(["declaration_id", "item_no"], keep="last")
-        y = items[["declaration_id", "item_no"]].merge(latest, on=["declaration_id", "item_no"], how="left")
-        fraud = (y.result == "FRAUD").to_numpy()
-        for r in rules.ids:
-            h = hits[r].to_numpy()
-            new[r] = {"inspected": int(h.sum()), "frauds": int((h & fraud).sum())}
-
     fb = settings.feedback
     old = load_version(settings, prev)
-    weights, evidence = {}, {}
     n0 = fb.prior_hits + fb.prior_misses
+    days = 0 if prev == INITIAL else max(0, (day - _version_date(prev)).days)
+    keep = fb.decay ** days
+    ni, nf = _rule_counts(added)
+    ri, rf = _rule_counts(removed)
+    weights, evidence = {}, {}
     for r, w0 in rules.initial_weights().items():
-        pe = old["evidence"].get(r, {"alpha": w0 * n0, "beta": (1 - w0) * n0, "inspected": 0, "frauds": 0})
-        # Decay only the observed part of the evidence, never below the prior.
-        a = w0 * n0 + fb.decay * (pe["alpha"] - w0 * n0) + new[r]["frauds"]
-        b = (1 - w0) * n0 + fb.decay * (pe["beta"] - (1 - w0) * n0) + new[r]["inspected"] - new[r]["frauds"]
+        a0, b0 = w0 * n0, (1 - w0) * n0
+        pe = old["evidence"].get(r, {"alpha": a0, "beta": b0, "inspected": 0, "frauds": 0})
+        add_i, add_f, ret_i, ret_f = ni.get(r, 0), nf.get(r, 0), ri.get(r, 0), rf.get(r, 0)
+        # Decay only the observed part of the evidence; a correction retracts what it supersedes; the
+        # observed part never goes below zero, so the posterior never falls below the prior.
+        a = a0 + max(0.0, keep * (pe["alpha"] - a0) + add_f - ret_f)
+        b = b0 + max(0.0, keep * (pe["beta"] - b0) + (add_i - add_f) - (ret_i - ret_f))
         target = a / (a + b)
         prev_w = old["weights"].get(r, w0)
         step = max(-fb.max_step, min(fb.max_step, target - prev_w))
         weights[r] = round(prev_w + step, 6)
+        lo, hi = _beta_interval(a, b)
         evidence[r] = {"alpha": round(a, 6), "beta": round(b, 6), "posterior_precision": round(target, 6),
-                       "inspected": pe["inspected"] + new[r]["inspected"], "frauds": pe["frauds"] + new[r]["frauds"],
-                       "new_inspected": new[r]["inspected"], "new_frauds": new[r]["frauds"]}
+                       "ci90_low": lo, "ci90_high": hi,
+                       "inspected": pe["inspected"] + add_i - ret_i, "frauds": pe["frauds"] + add_f - ret_f,
+                       "new_inspected": add_i, "new_frauds": add_f,
+                       "retracted_inspected": ret_i, "retracted_frauds": ret_f,
+                       "step": round(weights[r] - prev_w, 6), "clamped": abs(target - prev_w) > fb.max_step}
+    method = (f"Beta-Bernoulli, prior {n0:g} pseudo-inspections at the rules-file weight, decay {fb.decay} per "
+              f"day, max step {fb.max_step}")
+    return weights, evidence, old, method
+
+
+def update(settings: Settings, day: date) -> dict:
+    """Run day ``day``'s feedback; returns a summary. Idempotent: a re-run rewrites nothing."""
     version = f"rw-{day.isoformat()}"
+    committed = versions(settings)
+    db = _read_db(settings)
+    stored = db[db.folded_in.isin(set(committed))]  # rows of a run that never wrote its version are dropped
+    rerun = version in committed
+    if rerun:
+        prev = load_version(settings, version)["previous"]
+        new = stored[stored.folded_in == version]
+    else:
+        prev = version_before(settings, day)
+        later = [v for v in committed if v > version]
+        if later:
+            log.warning("feedback %s runs after later weights versions %s exist (a backfill): it folds only "
+                        "records no version has folded", day, later)
+        new = _new_records(settings, day, stored, version)
+    before = stored[stored.folded_in < version]
+    after = current_view(pd.concat([stored[stored.folded_in != version], new], ignore_index=True))
+    n_written = _write_db(settings, after, db)
+
+    # The evidence changes by the items whose current outcome changed with this version's records.
+    was = current_view(before)
+    now = current_view(pd.concat([before, new], ignore_index=True))
+    was, now = was[was.is_current], now[now.is_current]
+    added = now[~_key(now).isin(set(_key(was)))]
+    removed = was[~_key(was).isin(set(_key(now)))]
+    weights, evidence, old, method = _derive(settings, day, prev, added, removed)
+
+    rep = pd.to_datetime(new.reported_date).dt.date
+    keys = sorted(_key(new))
     rec = {"version": version, "date": day.isoformat(), "previous": prev, "weights": weights,
-           "evidence": evidence, "outcomes_used": int(len(enf)),
-           "outcome_reported_dates": [since.isoformat() if since else None, day.isoformat()],
-           "method": f"Beta-Bernoulli, prior {n0:g} pseudo-inspections, decay {fb.decay}, max step {fb.max_step}"}
-    atomic_write_bytes(_weights_dir(settings) / f"{version}.json", json.dumps(rec, indent=2).encode())
+           "evidence": evidence, "outcomes_used": int(len(new)), "corrections": int(len(removed)),
+           "late_records": int((rep <= _version_date(prev)).sum()) if prev != INITIAL else 0,
+           "outcome_reported_dates": [min(rep).isoformat(), max(rep).isoformat()] if len(new) else [None, None],
+           "batches": sorted(set(new.batch_sha256.dropna())),
+           "offence_db": {"records": len(before) + len(new), "current": len(now),
+                          "frauds": int((now.result == "FRAUD").sum()),
+                          "revenue_recovered_usd": round(float(now.revenue_recovered_usd.sum()), 2),
+                          "pipeline": int((now.selection_reason != "legacy").sum())},
+           "records_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
+           "method": method}
+    data = json.dumps(rec, indent=2).encode()
+    path = _weights_dir(settings) / f"{version}.json"
+    if not path.exists() or path.read_bytes() != data:
+        if rerun:
+            log.warning("feedback %s: re-deriving %s gave different content; rewriting it", day, version)
+        atomic_write_bytes(path, data)
     hist = weights_history(settings)
-    if len(hist):
-        write_parquet_atomic(hist, _weights_dir(settings) / "history.parquet")
-    summary = {"version": version, "previous": prev, "outcomes": int(len(enf)),
-               "frauds": int((enf.result == "FRAUD").sum()),
-               "revenue_recovered_usd": round(float(enf.revenue_recovered_usd.sum()), 2),
+    hpath = _weights_dir(settings) / "history.parquet"
+    if len(hist) and (not hpath.exists() or not pd.read_parquet(hpath).equals(hist)):
+        write_parquet_atomic(hist, hpath)
+    summary = {"version": version, "previous": prev, "rerun": rerun, "outcomes": int(len(new)),
+               "frauds": int((new.result == "FRAUD").sum()),
+               "revenue_recovered_usd": round(float(new.revenue_recovered_usd.sum()), 2),
+               "corrections": rec["corrections"], "late_records": rec["late_records"],
+               "offence_partitions_written": n_written,
                "changed_rules": sum(abs(weights[r] - old["weights"].get(r, weights[r])) > 1e-9 for r in weights)}
-    log.info("feedback %s: %d outcomes (%d frauds) since %s -> weights %s (%d rules changed)", day,
-             summary["outcomes"], summary["frauds"], prev, version, summary["changed_rules"])
+    log.info("feedback %s: %d records folded (%d frauds, %d corrections, %d late) -> weights %s from %s "
+             "(%d rules changed)%s", day, summary["outcomes"], summary["frauds"], summary["corrections"],
+             summary["late_records"], version, prev, summary["changed_rules"], " [re-run: nothing new]" if rerun
+             else "")
     return summary

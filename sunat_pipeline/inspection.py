@@ -14,6 +14,7 @@ from datetime import date
 
 import pandas as pd
 
+from sunat_pipeline import overrides
 from sunat_pipeline.lake import atomic_write_bytes, partition
 from sunat_pipeline.settings import Settings
 from sunat_pipeline.world import inspect_items, landing_name, load_world_config
@@ -27,6 +28,7 @@ def inspect_day(settings: Settings, day: date) -> dict:
     if not scored_path.exists():
         raise FileNotFoundError(f"no channel decisions for {day} at {scored_path}: score the day first")
     scored = pd.read_parquet(scored_path, columns=["declaration_id", "item_no", "channel"])
+    scored = overrides.apply(settings, day, scored)  # officers' overrides in force for the day
     cfg = load_world_config(settings.lake)
     truth = pd.read_parquet(settings.truth / "items.parquet")
     items = scored.merge(truth.drop(columns=["declaration_date"]), on=["declaration_id", "item_no"], how="left")

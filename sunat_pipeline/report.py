@@ -1,13 +1,29 @@
-"""Summaries for people: the per-day table the demo prints."""
+"""Summaries for people: the per-day table the demo prints, and each day's KPI report (HTML with plots).
+
+``publish(settings, day)`` is the DAG's ``kpi_report`` task: the day's KPI tables (``kpi.compute``, written
+under ``gold/kpi/``), the drift check (``monitor.check``) and a static HTML report with its plots embedded
+(matplotlib, Agg, PNG as base64) at ``gold/reports/report_D.html``. The report is a function of the lake as
+it stood after day D's feedback, so re-running a day rewrites the same bytes.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import json
+import logging
+import math
+from datetime import date
 
+import numpy as np
 import pandas as pd
 
-from sunat_pipeline import feedback
+from sunat_pipeline import feedback, kpi
+from sunat_pipeline.lake import atomic_write_bytes
 from sunat_pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def day_table(settings: Settings) -> pd.DataFrame:
@@ -41,3 +57,364 @@ def registry_summary(settings: Settings) -> dict:
     except Exception:
         return {"versions": [], "champion": None}
     return {"versions": sorted(int(v.version) for v in versions), "champion": champ}
+
+
+def report_path(settings: Settings, day: date):
+    return settings.gold / "reports" / f"report_{day.isoformat()}.html"
+
+
+def last_report(settings: Settings):
+    d = settings.gold / "reports"
+    reports = sorted(d.glob("report_????-??-??.html")) if d.exists() else []
+    return reports[-1] if reports else None
+
+
+# --- the daily KPI report --------------------------------------------------------------------------------
+
+def _clean(v):
+    if isinstance(v, float | np.floating):
+        return None if not math.isfinite(float(v)) else round(float(v), 6)
+    if isinstance(v, np.integer | np.bool_):
+        return v.item()
+    return v
+
+
+def publish(settings: Settings, day: date) -> dict:
+    """The ``kpi_report`` task: KPI tables, drift check, HTML report. Returns a small summary (XCom)."""
+    from sunat_pipeline import monitor
+
+    tables = kpi.compute(settings, day)
+    drift = monitor.check(settings, day)
+    s = tables["summary"]
+    s["drift_checked"] = drift["checked"]
+    s["drift_max_psi"] = drift["max_psi"] if drift["max_psi"] is not None else np.nan
+    s["drift_worst"] = drift["worst"]
+    s["drift_major"] = "; ".join(drift["major"])
+    s["retrain_requested"] = bool(drift["retrain_requested"])
+    path = report_path(settings, day)
+    s["report_path"] = str(path)
+    kpi.write(settings, day, tables)
+    page = render(settings, day, tables, drift["table"])
+    if not path.exists() or path.read_bytes() != page:
+        atomic_write_bytes(path, page)
+    row = {k: _clean(v) for k, v in s.iloc[0].to_dict().items()}
+    log.info("KPI report %s: efficiency index %s (targeted hit rate %s vs random %s), hit rate RED %s / YELLOW %s, "
+             "undetected frauds in today's GREEN ~%s; drift max PSI %s (%s)%s", day, _fmt(row["efficiency_index"], 2),
+             _pct(row["hit_rate_targeted"]), _pct(row["hit_rate_random"]), _pct(row["hit_rate_red"]),
+             _pct(row["hit_rate_yellow"]), _fmt(row["undetected_frauds_est_today"], 1),
+             _fmt(row["drift_max_psi"], 3), row["drift_worst"], " -> retraining requested" if
+             row["retrain_requested"] else "")
+    log.info("KPI report %s: %s", day, path.resolve().as_uri())
+    keep = ("report_date", "report_path", "efficiency_index", "efficiency_index_7d", "hit_rate_red",
+            "hit_rate_yellow", "hit_rate_targeted", "hit_rate_random", "frauds_found", "revenue_recovered_usd",
+            "discoveries", "undetected_frauds_est_today", "green_fraud_rate_est", "drift_max_psi", "drift_worst",
+            "retrain_requested")
+    return {k: row.get(k) for k in keep}
+
+
+# --- rendering -------------------------------------------------------------------------------------------
+
+def _fmt(v, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:,.{digits}f}"
+
+
+def _pct(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{100 * v:.1f}%"
+
+
+def _format(df: pd.DataFrame) -> pd.DataFrame:
+    """Readable cells: rates as percentages, money without decimals, indices with two."""
+    out = df.copy()
+    for c in out.columns:
+        s = out[c]
+        if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            out[c] = s.map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+            continue
+        lc = c.lower()
+        if any(k in lc for k in ("rate", "precision", "share", "selection_rate", "complete", "ci90", "observed",
+                                 "predicted", "fraud_probability")):
+            out[c] = s.map(lambda v: "" if pd.isna(v) else f"{100 * v:.1f}%")
+        elif "usd" in lc:
+            out[c] = s.map(lambda v: "" if pd.isna(v) else f"{v:,.0f}")
+        elif any(k in lc for k in ("index", "lift", "psi", "weight", "mean", "uncertainty", "score", "est")):
+            out[c] = s.map(lambda v: "" if pd.isna(v) else f"{v:,.3f}")
+        else:
+            out[c] = s.map(lambda v: "" if pd.isna(v) else (f"{int(v):,}" if float(v).is_integer() else f"{v:,.3f}"))
+    return out
+
+
+def _table(df: pd.DataFrame, cols: list[str] | None = None, rename: dict | None = None, max_rows: int = 60) -> str:
+    if df is None or df.empty:
+        return "<p class='empty'>Nothing yet.</p>"
+    d = df[[c for c in (cols or df.columns) if c in df.columns]].head(max_rows)
+    d = _format(d).rename(columns=rename or {})
+    more = f"<p class='note'>{len(df) - max_rows} more rows in the Parquet table.</p>" if len(df) > max_rows else ""
+    return d.to_html(index=False, border=0, classes="kpi", na_rep="") + more
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return f"<img alt='' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'/>"
+
+
+def _figure(w: float = 7.5, h: float = 3.2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+    return plt.subplots(figsize=(w, h))
+
+
+def _plot_hit_rates(eff: pd.DataFrame) -> str:
+    d = eff[(eff.period_type == "day") & (eff.customs_office == kpi.ALL)]
+    if d.empty:
+        return ""
+    fig, ax = _figure()
+    x = pd.to_datetime(d.period)
+    for col, label, style in [("hit_rate_red", "RED", "o-"), ("hit_rate_yellow", "YELLOW", "s-"),
+                              ("hit_rate_targeted", "targeted (rules, model, exploration)", "^-"),
+                              ("hit_rate_random", "random", "x--")]:
+        ax.plot(x, 100 * d[col].astype(float), style, label=label)
+    ax.set_ylabel("hit rate (%)")
+    ax.set_title("Hit rate by decision day (inspected declarations with an offence)")
+    ax.legend(fontsize=8, ncols=2)
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+def _plot_efficiency(eff: pd.DataFrame) -> str:
+    d = eff[(eff.period_type == "day") & (eff.customs_office == kpi.ALL)]
+    a = eff[(eff.period_type == "all") & (eff.customs_office == kpi.ALL)]
+    if d.empty:
+        return ""
+    fig, ax = _figure()
+    x = pd.to_datetime(d.period)
+    ax.bar(x, d.efficiency_index.astype(float).fillna(0), color="#4c72b0", label="efficiency index of the day")
+    if len(a) and pd.notna(a.efficiency_index.iloc[0]):
+        ax.axhline(float(a.efficiency_index.iloc[0]), color="#dd8452", label="all days")
+    ax.axhline(1.0, color="grey", ls=":", label="random = 1")
+    ax.set_ylabel("targeted / random hit rate")
+    ax.set_title("Efficiency index (lift of targeted over random selection)")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+def _plot_rules(rules: pd.DataFrame) -> str:
+    if rules.empty:
+        return ""
+    fig, ax = _figure(7.5, 0.35 * len(rules) + 1.2)
+    y = np.arange(len(rules))[::-1]
+    p = rules.posterior_precision.astype(float)
+    lo = (p - rules.ci90_low.astype(float)).clip(lower=0).fillna(0)
+    hi = (rules.ci90_high.astype(float) - p).clip(lower=0).fillna(0)
+    ax.barh(y, p.fillna(0), xerr=[lo, hi], color="#8fb0d6", label="posterior precision (90% interval)")
+    ax.plot(rules.initial_weight.astype(float), y, "k|", ms=12, label="rules-file weight")
+    ax.plot(rules.weight_next.astype(float), y, "rD", ms=5, label="weight for the next day")
+    ax.set_yticks(y, rules.rule_id)
+    ax.set_xlim(0, 1)
+    ax.set_title("Rules: precision of their hits and weights")
+    ax.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def _plot_growth(g: pd.DataFrame) -> str:
+    if g.empty:
+        return ""
+    fig, ax = _figure()
+    x = pd.to_datetime(g.date)
+    ax.plot(x, g.current_total, "o-", label="outcomes on record (current)")
+    ax.plot(x, g.frauds_total, "s-", label="of which offences")
+    ax.plot(x, g.pipeline_total, "^-", label="from the pipeline's selections")
+    ax.set_yscale("symlog")
+    ax.set_title("Offence database growth (per weights version)")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+def _plot_scores(settings: Settings, day: date) -> str:
+    p = settings.scored_dir / f"declaration_date={day.isoformat()}" / "part-0.parquet"
+    if not p.exists():
+        return ""
+    it = pd.read_parquet(p, columns=["declaration_id", "fraud_probability", "channel"])
+    d = it.assign(_lq=np.log1p(-it.fraud_probability.astype(float).clip(0, 0.999999))).groupby(
+        "declaration_id").agg(channel=("channel", "first"), _lq=("_lq", "sum"))
+    d["p"] = 1 - np.exp(d._lq)
+    fig, ax = _figure()
+    bins = np.linspace(0, 1, 26)
+    for ch, color in [("GREEN", "#55a868"), ("YELLOW", "#ccb974"), ("RED", "#c44e52")]:
+        v = d.p[d.channel == ch]
+        if len(v):
+            ax.hist(v, bins=bins, alpha=0.6, color=color, label=f"{ch} ({len(v)})")
+    ax.set_xlabel("declaration fraud probability")
+    ax.set_ylabel("declarations")
+    ax.set_title(f"Risk scores of {day} by channel")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _plot_weights(w: pd.DataFrame) -> str:
+    if w.empty:
+        return ""
+    fig, ax = _figure(7.5, 3.6)
+    ax.set_prop_cycle(color=[plt_color(i) for i in range(w.rule_id.nunique())])
+    for rule, g in w.groupby("rule_id", sort=True):
+        ax.plot(pd.to_datetime(g.date), g.weight, marker=".", label=rule)
+    ax.set_ylabel("weight")
+    ax.set_title("Rule weights by version")
+    ax.legend(fontsize=7, ncols=4)
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+def plt_color(i: int):
+    import matplotlib.pyplot as plt
+
+    return plt.get_cmap("tab20")(i % 20)
+
+
+def _plot_drift(d: pd.DataFrame, settings: Settings) -> str:
+    d = d[d.psi.notna()] if len(d) else d
+    if d.empty:
+        return ""
+    fig, ax = _figure(7.5, 0.3 * len(d) + 1.2)
+    y = np.arange(len(d))[::-1]
+    colors = ["#c44e52" if s == "major" else "#ccb974" if s == "moderate" else "#55a868" for s in d.status]
+    ax.barh(y, d.psi.astype(float), color=colors)
+    ax.axvline(settings.monitoring.psi_notice, color="grey", ls=":")
+    ax.axvline(settings.monitoring.psi_threshold, color="#c44e52", ls="--", label="retraining threshold")
+    ax.set_yticks(y, d.variable)
+    ax.set_title("Drift against the training data (PSI)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _plot_calibration(c: pd.DataFrame) -> str:
+    if c.empty:
+        return ""
+    fig, ax = _figure(4.5, 3.2)
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.plot(c.predicted_mean.astype(float), c.observed_rate.astype(float), "o-")
+    ax.set_xlabel("mean predicted (item)")
+    ax.set_ylabel("observed hit rate")
+    ax.set_title("Calibration on inspected items")
+    return _png(fig)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}
+table.kpi{border-collapse:collapse;font-size:12px;margin:8px 0}
+table.kpi th,table.kpi td{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}
+table.kpi th{background:#f5f5f5}
+.cards{display:flex;flex-wrap:wrap;gap:10px}.card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;
+min-width:150px}.card b{display:block;font-size:1.3em}.note,.empty{color:#666;font-size:12px}
+img{max-width:100%}
+"""
+
+
+def render(settings: Settings, day: date, t: dict[str, pd.DataFrame], drift: pd.DataFrame) -> bytes:
+    """The HTML page of day ``day``'s report (self-contained; plots embedded)."""
+    s = {k: _clean(v) for k, v in t["summary"].iloc[0].to_dict().items()}
+    e = t["efficiency"]
+    cards = [
+        ("Efficiency index (all days)", _fmt(s["efficiency_index"], 2)),
+        ("Efficiency index (7 days)", _fmt(s["efficiency_index_7d"], 2)),
+        ("Hit rate RED / YELLOW", f"{_pct(s['hit_rate_red'])} / {_pct(s['hit_rate_yellow'])}"),
+        ("Hit rate targeted / random", f"{_pct(s['hit_rate_targeted'])} / {_pct(s['hit_rate_random'])}"),
+        ("Selection rate today", _pct(s["selection_rate"])),
+        ("Frauds found / revenue (all days)", f"{s['frauds_found']} / {_fmt(s['revenue_recovered_usd'], 0)} USD"),
+        ("Reported today", f"{s['frauds_reported_today']} offences, {_fmt(s['revenue_reported_today_usd'], 0)} USD"),
+        ("Discoveries (missed by exploitation)", f"{s['discoveries']} ({_fmt(s['discovery_revenue_usd'], 0)} USD)"),
+        ("Undetected fraud in today's GREEN", f"~{_fmt(s['undetected_frauds_est_today'], 1)} declarations "
+                                              f"(90%: up to {_fmt(s['undetected_frauds_high_today'], 1)})"),
+        ("Drift (max PSI)", f"{_fmt(s.get('drift_max_psi'), 3)} {s.get('drift_worst') or ''}"),
+    ]
+    day_all = e[(e.period_type == "day") & (e.customs_office == kpi.ALL)]
+    offices = e[(e.period_type == "all")]
+    ch = t["channels"]
+    by_channel = ch[(ch.period_type == "day") & (ch.customs_office == kpi.ALL) & (ch.selection_reason == kpi.ALL)
+                    & (ch.channel != kpi.ALL)]
+    by_reason = ch[(ch.period_type == "all") & (ch.customs_office == kpi.ALL) & (ch.channel == kpi.ALL)]
+    areas = t["risk_areas"]
+    w = t["weights"]
+    wpivot = pd.DataFrame()
+    if len(w):
+        last = sorted(w.version.unique())[-8:]
+        wpivot = w[w.version.isin(last)].pivot(index="rule_id", columns="date", values="weight").reset_index()
+        wpivot.columns = [str(c) for c in wpivot.columns]
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>Risk targeting KPIs {day}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Risk targeting KPIs: {day}</h1>",
+        f"<p class='note'>As of the end of {day} (after its feedback). Model v{esc(str(s['model_version']))}; "
+        f"weights used {esc(str(s['weights_used']))}, produced {esc(str(s['weights_produced']))}; "
+        f"{s['days_scored']} decision days. Hit rates count inspected declarations with an offence among those whose "
+        "outcome came back; definitions in docs/kpi.md. Tables: gold/kpi/&lt;table&gt;/report_date=" + f"{day}/.</p>",
+        "<div class='cards'>" + "".join(f"<div class='card'>{esc(k)}<b>{esc(v)}</b></div>" for k, v in cards)
+        + "</div>",
+        f"<p class='note'>GREEN estimate: {_pct(s['green_fraud_rate_est'])} of GREEN declarations "
+        f"(90% interval {_pct(s['green_fraud_rate_low'])} to {_pct(s['green_fraud_rate_high'])}), from "
+        f"{esc(str(s['green_estimate_basis']))}; about {_fmt(s['undetected_revenue_est_today_usd'], 0)} USD at "
+        f"stake today; share of fraud missed over all days ~{_pct(s['missed_share_est'])}.</p>",
+        "<h2>1. Channels and hit rates</h2>", _plot_hit_rates(e), _plot_efficiency(e),
+        _table(day_all, ["period", "declarations", "selected", "selection_rate", "red", "yellow", "green",
+                         "outcomes_complete", "hit_rate_red", "hit_rate_yellow", "hit_rate_targeted",
+                         "hit_rate_random", "efficiency_index", "frauds", "revenue_recovered_usd",
+                         "undetected_frauds_est"], {"period": "decision day"}),
+        "<h3>By channel and day</h3>",
+        _table(by_channel, ["period", "channel", "declarations", "inspected", "frauds", "hit_rate", "item_hit_rate",
+                            "revenue_recovered_usd"], {"period": "decision day"}),
+        "<h3>By selection reason (all days)</h3>",
+        _table(by_reason, ["selection_reason", "declarations", "inspected", "frauds", "hit_rate",
+                           "revenue_recovered_usd", "expected_revenue_usd"]),
+        "<h3>By office (all days)</h3>",
+        _table(offices, ["customs_office", "declarations", "selection_rate", "hit_rate_red", "hit_rate_yellow",
+                         "hit_rate_targeted", "hit_rate_random", "efficiency_index", "frauds", "revenue_recovered_usd",
+                         "discoveries", "green", "undetected_frauds_est"]),
+        "<h2>2. Rule hits and precision</h2>", _plot_rules(t["rules"]),
+        _table(t["rules"], ["rule_id", "risk_area", "items_hit_today", "selected_items_hit_today", "inspected",
+                            "frauds", "precision", "precision_pipeline", "revenue_recovered_usd", "initial_weight",
+                            "weight_used", "weight_next", "ci90_low", "ci90_high"]),
+        "<h3>By risk area</h3>",
+        _table(areas[areas.period.isin([day.isoformat(), "all"])],
+               ["period", "risk_area", "inspected", "frauds", "precision", "revenue_recovered_usd",
+                "inspected_pipeline", "frauds_pipeline"], {"period": "reported"}),
+        "<h2>3. Exploration and random discoveries</h2>",
+        "<p class='note'>Frauds found by random and exploration selections. <i>missed_by_exploitation</i>: both "
+        "exploitation rankings placed the declaration past the office's selections of the day, so exploitation "
+        "alone would have left it GREEN. <i>new_importer</i>: no offence of the importer on record before.</p>",
+        _table(t["discoveries"].sort_values(["missed_by_exploitation", "revenue_recovered_usd"],
+                                            ascending=[False, False]) if len(t["discoveries"]) else t["discoveries"],
+               ["declaration_date", "declaration_id", "customs_office", "selection_reason", "channel", "hs2",
+                "origin_country", "rank_revenue", "rank_probability", "cut", "missed_by_exploitation",
+                "offence_codes", "revenue_recovered_usd", "new_importer"], max_rows=30),
+        "<h2>4. Offence database growth</h2>", _plot_growth(t["offence_growth"]),
+        _table(t["offence_growth"].iloc[::-1], ["version", "records_folded", "frauds_folded", "revenue_folded_usd",
+                                                "pipeline_folded", "legacy_folded", "corrections", "late_records",
+                                                "current_total", "frauds_total", "revenue_total_usd"], max_rows=20),
+        "<h2>5. Risk scores and weight evolution</h2>", _plot_scores(settings, day), _plot_calibration(
+            t["calibration"]), _plot_weights(w),
+        _table(t["scores"][t["scores"].declaration_date == day.isoformat()],
+               ["channel", "declarations", "fraud_probability_mean", "fraud_probability_p50", "fraud_probability_p90",
+                "expected_revenue_mean_usd", "uncertainty_mean", "rule_score_mean"]),
+        "<h3>Weights of the last versions</h3>", _table(wpivot),
+        "<h2>6. Drift against the training data</h2>", _plot_drift(drift, settings),
+        _table(drift, ["variable", "kind", "psi", "status", "n_reference", "n_current", "mean_reference",
+                       "mean_current"]),
+        "</body></html>",
+    ]
+    return "\n".join(p for p in parts if p).encode("utf-8")

@@ -17,6 +17,9 @@ _OPS = {
 }
 
 
+_REQUIRED = ("id", "area", "name", "weight", "when", "reason")
+
+
 @dataclass(frozen=True)
 class Rule:
     id: str
@@ -48,6 +51,13 @@ def load_rules(path: Path) -> RuleSet:
     spec = yaml.safe_load(Path(path).read_text())
     rules = []
     for r in spec["rules"]:
+        missing = [k for k in _REQUIRED if k not in r]
+        if missing:
+            raise ValueError(f"rule {r.get('id', '?')}: missing {', '.join(missing)}")
+        if not 0 <= float(r["weight"]) <= 1:
+            raise ValueError(f"rule {r['id']}: weight {r['weight']} is not in [0, 1]")
+        if not str(r["reason"]).strip():
+            raise ValueError(f"rule {r['id']}: a rule needs a plain-language reason")
         for c in r["when"]:
             if c["op"] not in _OPS:
                 raise ValueError(f"rule {r['id']}: unknown op {c['op']!r}")

@@ -1,35 +1,121 @@
-"""Channel selection under each office's daily capacity.
+"""Channel selection under each office's daily capacity (the policy is documented in docs/selection.md).
 
-A declaration (not an item) gets one channel. Item scores roll up to the declaration:
+A declaration (not an item) gets one channel. Item scores roll up to the declaration (``rollup``):
 fraud probability = 1 - prod(1 - p_item) (some item is fraudulent), expected revenue = sum over items,
-uncertainty = max over items, rule score = max, mandatory = any item hit a mandatory rule.
+revenue if fraudulent = max, uncertainty = max, rule score = max, mandatory = any item hit a mandatory
+rule, and the exploration embedding is the mean of the items' embeddings.
 
-Fill order per office, as in ASYCUDA: (1) mandatory rules -> RED; (2) a random quality-control share
-of the capacity; (3) exploitation by expected revenue; (4) exploration of uncertain cases
-(uncertainty x revenue if fraud, spread over importers and HS chapters so one pattern does not take
-every slot); the rest GREEN. RED slots are filled before YELLOW within each step.
+Capacity is per office and per channel, counted in declarations or in workload units (ASYCUDA-style:
+``per_declaration + per_item x items`` units a declaration). Fill order per office, as in ASYCUDA:
+
+1. mandatory rules always select (RED while RED has room, then YELLOW, then RED beyond capacity);
+2. random quality-control quotas: ``random_share`` of each channel's capacity, uniform over the rest;
+3. exploitation up to capacity minus the exploration quota: a configurable mix of the rankings by expected
+   revenue and by fraud probability (``exploitation_revenue_share``), highest first into RED;
+4. exploration quota (``exploration_share`` of each channel): gATE-style, the candidates with the highest
+   uncertainty x revenue at stake form a pool, and k-means++ seeding over their feature embedding (scaled
+   by that score) picks valuable yet mutually different declarations;
+5. capacity left over (e.g. no exploration candidates) goes to exploitation; everything else is GREEN;
+6. an office with fewer candidates than capacity moves YELLOW selections up to RED while RED has room.
+
+Everything is seeded by (seed, day, office), sorted by declaration id first, so a day's selection is the
+same whatever the row order and however often it runs.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
+from collections.abc import Iterator
 from datetime import date
 
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline.settings import SelectionSettings
+from sunat_pipeline.settings import OfficeCapacity, SelectionSettings
 
 log = logging.getLogger(__name__)
 
+CHANNELS = ("RED", "YELLOW")
+REASONS = ("mandatory_rule", "random", "exploitation", "exploration", "none")
+# selection_basis: the reason, with the ranking that chose an exploitation pick.
+BASIS = ("mandatory_rule", "random", "exploitation:expected_revenue", "exploitation:fraud_probability",
+         "exploration", "none")
+EMB_PREFIX = "emb_"
+# Features of the exploration embedding (numeric; standardised per day). Heavy-tailed ones are log-scaled.
+EMBED_FEATURES = (
+    "log_cif", "log_unit_value_kg", "log_ref_ratio", "cif_fob_ratio", "freight_share", "duty_rate",
+    "taxes_over_cif", "kg_per_unit", "has_permit", "origin_differs_supplier", "n_items",
+    "importer_id_fraud_rate", "declarant_id_fraud_rate", "supplier_id_fraud_rate", "hs6_fraud_rate",
+    "origin_country_fraud_rate", "importer_past_items", "importer_days_active", "importer_is_new",
+    "tax_purchases_over_imports",
+)
+_LOG_SCALED = {"kg_per_unit", "n_items", "importer_past_items", "importer_days_active", "cif_fob_ratio",
+               "freight_share", "tax_purchases_over_imports"}
+HASH_DIMS = 16  # categorical columns (HS chapter, origin) are one-hot hashed into this many dimensions each
+CAT_WEIGHT = 1.5  # distance between two different categories, relative to one standard deviation
+_EPS = 1e-9
 
-def rollup(items: pd.DataFrame) -> pd.DataFrame:
+
+# --- embedding and rollup ------------------------------------------------------------------------
+
+def _standardise(a: np.ndarray) -> np.ndarray:
+    """Column-wise z-scores; missing values at the mean; clipped to +-5 so one outlier cannot dominate."""
+    a = np.array(a, dtype=np.float64)
+    ok = np.isfinite(a)
+    cnt = np.maximum(ok.sum(axis=0), 1)
+    z = np.where(ok, a, 0.0)
+    mu = z.sum(axis=0) / cnt
+    sd = np.sqrt(np.where(ok, (a - mu) ** 2, 0.0).sum(axis=0) / cnt)
+    z = np.where(ok, (a - mu) / np.where(sd > 0, sd, 1.0), 0.0)
+    return np.clip(z, -5.0, 5.0)
+
+
+def _hashed_onehot(values: pd.Series, dims: int = HASH_DIMS, weight: float = CAT_WEIGHT) -> np.ndarray:
+    """Deterministic one-hot hashing (crc32, not Python's salted hash) of a categorical column."""
+    codes, uniques = pd.factorize(values.astype(str), sort=True)
+    buckets = np.array([zlib.crc32(str(u).encode()) % dims for u in uniques], dtype=np.int64)
+    out = np.zeros((len(values), dims))
+    ok = codes >= 0
+    out[np.flatnonzero(ok), buckets[codes[ok]]] = weight / np.sqrt(2.0)
+    return out
+
+
+def item_embedding(X: pd.DataFrame, items: pd.DataFrame | None = None) -> np.ndarray:
+    """Feature embedding of items for exploration: standardised numeric features + hashed HS chapter/origin.
+
+    ``X`` is the feature matrix (``features.FEATURES`` columns, any subset); ``items`` the declared columns
+    (for ``hs_code`` and ``origin_country``). Rows align with ``X``.
+    """
+    cols = [c for c in EMBED_FEATURES if c in X.columns]
+    a = X[cols].to_numpy(dtype=np.float64, copy=True) if cols else np.zeros((len(X), 0))
+    for k, c in enumerate(cols):
+        if c in _LOG_SCALED:
+            with np.errstate(invalid="ignore"):
+                a[:, k] = np.log1p(np.clip(a[:, k], 0, None))
+    parts = [_standardise(a)]
+    if items is not None:
+        items = items.reset_index(drop=True)
+        if "hs_code" in items:
+            parts.append(_hashed_onehot(items.hs_code.astype(str).str[:2]))
+        if "origin_country" in items:
+            parts.append(_hashed_onehot(items.origin_country))
+    return np.hstack(parts)
+
+
+def rollup(items: pd.DataFrame, embedding: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per declaration (sorted by id) from item scores; see the module docstring for the rules.
+
+    ``embedding`` (items x d, aligned with ``items``' rows) becomes columns ``emb_0..emb_{d-1}``: the mean
+    over the declaration's items.
+    """
     g = items.assign(_lq=np.log1p(-items.fraud_probability.clip(0, 0.999999))).groupby(
         "declaration_id", sort=True)
     d = pd.DataFrame({
         "customs_office": g.customs_office.first(),
         "importer_id": g.importer_id.first(),
         "hs2": g.hs_code.first().str[:2],
+        "n_items": g.size().astype("int64"),
         "fraud_probability": 1 - np.exp(g._lq.sum()),
         "expected_revenue_usd": g.expected_revenue_usd.sum(),
         "revenue_if_fraud_usd": g.revenue_if_fraud_usd.max(),
@@ -37,84 +123,263 @@ def rollup(items: pd.DataFrame) -> pd.DataFrame:
         "rule_score": g.rule_score.max(),
         "mandatory": g.mandatory.any(),
     })
+    if embedding is not None:
+        emb = np.asarray(embedding, dtype=np.float64)
+        if emb.shape[0] != len(items):
+            raise ValueError(f"embedding has {emb.shape[0]} rows for {len(items)} items")
+        cols = [f"{EMB_PREFIX}{k}" for k in range(emb.shape[1])]
+        m = pd.DataFrame(emb, columns=cols).groupby(items.declaration_id.to_numpy(), sort=True).mean()
+        d = d.join(m)
     return d.reset_index()
 
 
-def _take(order: list[str], n: int, chosen: dict, reason: str, red_left: int, yellow_left: int):
-    """Assign up to n declarations from ``order`` to RED then YELLOW; returns remaining capacity."""
-    for did in order:
-        if n <= 0 or (red_left <= 0 and yellow_left <= 0):
-            break
-        if did in chosen:
-            continue
-        if red_left > 0:
-            chosen[did] = ("RED", reason)
-            red_left -= 1
-        else:
-            chosen[did] = ("YELLOW", reason)
-            yellow_left -= 1
-        n -= 1
-    return red_left, yellow_left
+def _fallback_embedding(decl: pd.DataFrame) -> np.ndarray:
+    """Embedding from the declaration scores alone, when no feature embedding was rolled up."""
+    p = decl.fraud_probability.to_numpy(dtype=float).clip(1e-6, 1 - 1e-6)
+    num = np.column_stack([
+        np.log(p / (1 - p)), np.log1p(decl.expected_revenue_usd.to_numpy(dtype=float).clip(0)),
+        np.log1p(decl.revenue_if_fraud_usd.to_numpy(dtype=float).clip(0)), decl.uncertainty.to_numpy(dtype=float),
+        decl.rule_score.to_numpy(dtype=float),
+        np.log1p(decl.n_items.to_numpy(dtype=float)) if "n_items" in decl else np.zeros(len(decl)),
+    ])
+    parts = [_standardise(num)]
+    for c in ("hs2", "importer_id"):
+        if c in decl:
+            parts.append(_hashed_onehot(decl[c]))
+    return np.hstack(parts)
 
 
-def _diverse(cands: pd.DataFrame, n: int) -> list[str]:
-    """Greedy pick by score with a penalty for repeating an importer or HS chapter (diversity)."""
-    picked, seen_imp, seen_hs = [], {}, {}
-    pool = cands.copy()
-    while len(picked) < n and len(pool):
-        pen = pool.importer_id.map(seen_imp).fillna(0) + 0.5 * pool.hs2.map(seen_hs).fillna(0)
-        adj = pool.explore_score / (1 + pen)
-        i = adj.to_numpy().argmax()
-        row = pool.iloc[i]
-        picked.append(row.declaration_id)
-        seen_imp[row.importer_id] = seen_imp.get(row.importer_id, 0) + 1
-        seen_hs[row.hs2] = seen_hs.get(row.hs2, 0) + 1
-        pool = pool.drop(pool.index[i])
-    return picked
+# --- costs and quotas ----------------------------------------------------------------------------
+
+def unit_costs(cfg: SelectionSettings, cap: OfficeCapacity) -> tuple[float, float]:
+    """(units per declaration, units per item) of an office: its own override, else the global setting."""
+    per_decl = cap.per_declaration if cap.per_declaration is not None else cfg.workload_per_declaration
+    per_item = cap.per_item if cap.per_item is not None else cfg.workload_per_item
+    return float(per_decl), float(per_item)
+
+
+def workload(n_items: np.ndarray, cfg: SelectionSettings, cap: OfficeCapacity) -> np.ndarray:
+    per_decl, per_item = unit_costs(cfg, cap)
+    return per_decl + per_item * np.asarray(n_items, dtype=np.float64)
+
+
+def _quota(share: float, cap: np.ndarray, in_declarations: bool) -> np.ndarray:
+    """Per-channel quota of a step: ``share`` of each channel's capacity.
+
+    In declarations the total is rounded half up and split over RED and YELLOW in proportion to their
+    capacity; in workload units it is the exact share (a step stops once it reaches its quota).
+    """
+    if not in_declarations:
+        return share * cap
+    total = int(np.floor(share * cap.sum() + 0.5))
+    red = min(int(np.floor(share * cap[0] + 0.5)), total, int(cap[0]))
+    yellow = min(total - red, int(cap[1]))
+    red = min(total - yellow, int(cap[0]))
+    return np.array([red, yellow], dtype=np.float64)
+
+
+# --- orders --------------------------------------------------------------------------------------
+
+def exploit_order(fraud_probability: np.ndarray, expected_revenue: np.ndarray, revenue_share: float,
+                  eligible: np.ndarray) -> Iterator[tuple[int, str]]:
+    """Positions (best first) interleaving the ranking by expected revenue (a ``revenue_share`` of the picks)
+    and the ranking by fraud probability; ties by position. Yields (position, basis)."""
+    p = np.asarray(fraud_probability, dtype=np.float64)
+    er = np.asarray(expected_revenue, dtype=np.float64)
+    pos = np.arange(len(p))
+    by_rev = np.lexsort((pos, -p, -er))
+    by_p = np.lexsort((pos, -er, -p))
+    by_rev = by_rev[eligible[by_rev]]
+    by_p = by_p[eligible[by_p]]
+    seen = np.zeros(len(p), dtype=bool)
+    i_rev = i_p = n_rev = k = 0
+    while True:
+        use_rev = n_rev + 1 <= revenue_share * (k + 1) + 0.5 - _EPS
+        if use_rev:
+            while i_rev < len(by_rev) and seen[by_rev[i_rev]]:
+                i_rev += 1
+            if i_rev >= len(by_rev):
+                use_rev = False
+        if not use_rev:
+            while i_p < len(by_p) and seen[by_p[i_p]]:
+                i_p += 1
+            if i_p >= len(by_p):
+                while i_rev < len(by_rev) and seen[by_rev[i_rev]]:
+                    i_rev += 1
+                if i_rev >= len(by_rev):
+                    return
+                use_rev = True
+        j = int(by_rev[i_rev] if use_rev else by_p[i_p])
+        seen[j] = True
+        n_rev += use_rev
+        k += 1
+        yield j, ("exploitation:expected_revenue" if use_rev else "exploitation:fraud_probability")
+
+
+def kmeanspp_order(score: np.ndarray, embedding: np.ndarray, pool: int, rng: np.random.Generator,
+                   eligible: np.ndarray | None = None) -> Iterator[int]:
+    """gATE-style exploration order: positions of diverse, valuable candidates.
+
+    The ``pool`` eligible candidates with the highest ``score`` (uncertainty x revenue at stake) are
+    embedded (standardised over the pool, plus a constant bias dimension) and scaled by their score; the
+    first pick is the best score, each next one is drawn with probability proportional to its
+    squared distance to the nearest pick so far (k-means++ seeding, as BADGE does with gradient
+    embeddings). Valuable points far from what is already picked come first; near-duplicates of a pick
+    drop to probability zero. Lazy: O(pool x dims) per pick.
+    """
+    score = np.nan_to_num(np.asarray(score, dtype=np.float64), nan=0.0).clip(0)
+    n = len(score)
+    cand = np.arange(n) if eligible is None else np.flatnonzero(eligible)
+    if not len(cand):
+        return
+    cand = cand[np.lexsort((cand, -score[cand]))][: max(1, int(pool))]
+    w = score[cand]
+    w = w / w.max() if w.max() > 0 else np.ones(len(cand))
+    e = _standardise(np.asarray(embedding, dtype=np.float64)[cand]) if embedding is not None and len(
+        embedding) else np.zeros((len(cand), 0))
+    e = np.hstack([e, np.ones((len(cand), 1))]) * w[:, None]
+    first = 0  # the best score (cand is sorted by score)
+    yield int(cand[first])
+    d2 = ((e - e[first]) ** 2).sum(axis=1)
+    d2[first] = 0.0
+    left = np.ones(len(cand), dtype=bool)
+    left[first] = False
+    for _ in range(len(cand) - 1):
+        total = d2.sum()
+        if total <= _EPS:  # what is left duplicates the picks: best score first
+            for j in np.flatnonzero(left):
+                yield int(cand[j])
+            return
+        cs = np.cumsum(d2)
+        j = int(np.searchsorted(cs, rng.random() * cs[-1], side="right"))
+        j = min(j, len(cand) - 1)
+        if not left[j] or d2[j] <= 0:  # float edge at the very end of the cumulative sum
+            j = int(np.flatnonzero(left & (d2 > 0))[-1])
+        left[j] = False
+        yield int(cand[j])
+        d2 = np.minimum(d2, ((e - e[j]) ** 2).sum(axis=1))
+        d2[j] = 0.0
+
+
+# --- the fill ------------------------------------------------------------------------------------
+
+class _Office:
+    """Selection state of one office: channel and reason per declaration, capacity left per channel."""
+
+    def __init__(self, n: int, cost: np.ndarray, cap: np.ndarray):
+        self.cost = cost
+        self.left = cap.astype(np.float64).copy()
+        self.channel = np.full(n, "GREEN", dtype=object)
+        self.reason = np.full(n, "none", dtype=object)
+        self.basis = np.full(n, "none", dtype=object)
+        self.taken = np.zeros(n, dtype=bool)
+        self.min_cost = float(cost.min()) if n else 0.0
+
+    def assign(self, j: int, c: int, reason: str, basis: str) -> None:
+        self.channel[j], self.reason[j], self.basis[j] = CHANNELS[c], reason, basis
+        self.taken[j] = True
+        self.left[c] -= self.cost[j]
+
+    def fill(self, order, quota: np.ndarray, reason: str, strict: bool = False) -> np.ndarray:
+        """Assign candidates of ``order`` (positions or (position, basis), best first) to RED, then YELLOW,
+        while the channel's quota of this step is not reached and the declaration fits in what is left.
+
+        A quota is a minimum (the last declaration may overshoot it, within capacity) unless ``strict``:
+        then a declaration must fit in what is left of the quota (exploitation keeps exploration's share)."""
+        used = np.zeros(2)
+        quota = np.minimum(np.asarray(quota, dtype=np.float64), self.left)
+        for item in order:
+            room = quota - used if strict else self.left
+            open_ = (used < quota - _EPS) & (np.minimum(room, self.left) >= self.min_cost - _EPS)
+            if not open_.any():
+                break
+            j, basis = item if isinstance(item, tuple) else (item, reason)
+            if self.taken[j]:
+                continue
+            for c in (0, 1):
+                if open_[c] and self.cost[j] <= min(room[c], self.left[c]) + _EPS:
+                    self.assign(j, c, reason, basis)
+                    used[c] += self.cost[j]
+                    break
+        return used
+
+
+def _office_key(office) -> int:
+    s = str(office)
+    return int(s) if s.isdigit() else zlib.crc32(s.encode())
 
 
 def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed: int) -> pd.DataFrame:
-    """Returns decl with ``channel`` and ``selection_reason`` (mandatory_rule/random/exploitation/exploration/none)."""
-    chosen: dict[str, tuple[str, str]] = {}
+    """Returns ``decl`` with ``channel``, ``selection_reason`` (mandatory_rule/random/exploitation/exploration/
+    none), ``selection_basis`` (the reason, with the exploitation ranking) and ``workload_units``."""
+    n = len(decl)
+    channel = np.full(n, "GREEN", dtype=object)
+    reason = np.full(n, "none", dtype=object)
+    basis = np.full(n, "none", dtype=object)
+    units = np.zeros(n)
+    ids = decl.declaration_id.astype(str).to_numpy()
+    n_items = decl.n_items.to_numpy(dtype=np.float64) if "n_items" in decl else np.ones(n)
+    emb_cols = [c for c in decl.columns if c.startswith(EMB_PREFIX)]
     over = 0
-    for office, g in decl.groupby("customs_office", sort=True):
+    for office, idx in sorted(decl.groupby("customs_office", sort=True).indices.items()):
+        idx = idx[np.argsort(ids[idx], kind="stable")]  # row order never matters
+        g = decl.iloc[idx]
         cap = cfg.capacity_for(office)
-        red, yellow = cap.red, cap.yellow
-        total = red + yellow
-        g = g.sort_values("declaration_id")
-        # 1. Mandatory rules always select; beyond the office's capacity they are counted and logged.
-        mand = g[g.mandatory].sort_values(["rule_score", "declaration_id"], ascending=[False, True])
-        for did in mand.declaration_id:
-            if red > 0:
-                chosen[did] = ("RED", "mandatory_rule")
-                red -= 1
-            elif yellow > 0:
-                chosen[did] = ("YELLOW", "mandatory_rule")
-                yellow -= 1
+        in_decl = cap.unit == "declarations"
+        wl = workload(n_items[idx], cfg, cap)
+        cost = np.ones(len(idx)) if in_decl else wl
+        capv = np.array([cap.red, cap.yellow], dtype=np.float64)
+        st = _Office(len(idx), cost, capv)
+        p = g.fraud_probability.to_numpy(dtype=np.float64)
+        er = g.expected_revenue_usd.to_numpy(dtype=np.float64)
+
+        # 1. Mandatory rules always select: RED while it has room, then YELLOW, then RED beyond capacity.
+        mand = np.flatnonzero(g.mandatory.to_numpy(dtype=bool))
+        mand = mand[np.lexsort((mand, -g.rule_score.to_numpy(dtype=np.float64)[mand]))]
+        for j in mand:
+            fits = [c for c in (0, 1) if st.cost[j] <= st.left[c] + _EPS]
+            if fits:
+                st.assign(j, fits[0], "mandatory_rule", "mandatory_rule")
             else:
-                chosen[did] = ("RED", "mandatory_rule")
+                st.assign(j, 0, "mandatory_rule", "mandatory_rule")
+                st.left[0] += st.cost[j]  # beyond capacity: counted, not charged
                 over += 1
-        # 2. Random quality control: uniform over what is left, seeded by day and office.
-        n_rand = int(round(cfg.random_share * total))
-        rest = g[~g.declaration_id.isin(chosen)]
-        rng = np.random.default_rng([seed, day.toordinal(), int(office) if str(office).isdigit() else 0])
-        order = list(rest.declaration_id.to_numpy()[rng.permutation(len(rest))])
-        red, yellow = _take(order, n_rand, chosen, "random", red, yellow)
-        # 3. Exploitation: highest expected revenue, keeping the exploration quota free.
-        n_explore = int(round(cfg.exploration_share * total))
-        n_exploit = max(0, red + yellow - n_explore)
-        rest = g[~g.declaration_id.isin(chosen)].sort_values(
-            ["expected_revenue_usd", "fraud_probability", "declaration_id"], ascending=[False, False, True])
-        red, yellow = _take(list(rest.declaration_id), n_exploit, chosen, "exploitation", red, yellow)
-        # 4. Exploration: uncertain and valuable, spread across importers and chapters.
-        rest = g[~g.declaration_id.isin(chosen)].assign(
-            explore_score=lambda x: x.uncertainty * x.revenue_if_fraud_usd.clip(lower=1))
-        rest = rest.sort_values(["explore_score", "declaration_id"], ascending=[False, True])
-        picks = _diverse(rest.head(max(1, 10 * (red + yellow))), red + yellow)
-        _take(picks, red + yellow, chosen, "exploration", red, yellow)
+        st.left = np.maximum(st.left, 0.0)
+
+        # 2. Random quality control: a share of each channel, uniform over the rest (seeded by day and office).
+        rng = np.random.default_rng([seed, day.toordinal(), _office_key(office)])
+        rest = np.flatnonzero(~st.taken)
+        st.fill(rest[rng.permutation(len(rest))], _quota(cfg.random_share, capv, in_decl), "random")
+
+        # 3. Exploitation, keeping the exploration quota free.
+        q_explore = np.minimum(_quota(cfg.exploration_share, capv, in_decl), st.left)
+        st.fill(exploit_order(p, er, cfg.exploitation_revenue_share, ~st.taken), st.left - q_explore,
+                "exploitation", strict=True)
+
+        # 4. Exploration: uncertain and valuable, spread over the feature space (k-means++ seeding).
+        if q_explore.sum() > _EPS:
+            slots = max(1, int(np.ceil(q_explore.sum() / max(float(np.median(cost)), _EPS))))
+            score = g.uncertainty.to_numpy(dtype=np.float64) * g.revenue_if_fraud_usd.to_numpy(
+                dtype=np.float64).clip(1)
+            emb = g[emb_cols].to_numpy(dtype=np.float64) if emb_cols else _fallback_embedding(g)
+            erng = np.random.default_rng([seed, day.toordinal(), _office_key(office), 2])
+            st.fill(kmeanspp_order(score, emb, slots * cfg.exploration_pool, erng, ~st.taken), q_explore,
+                    "exploration")
+
+        # 5. What is still free goes to the model's ranking.
+        st.fill(exploit_order(p, er, cfg.exploitation_revenue_share, ~st.taken), st.left, "exploitation")
+        # 6. An office with fewer candidates than capacity: physical exams never stay idle while documentary
+        #    checks are done; YELLOW selections move up to RED (mandatory, then most likely fraud, first).
+        yellow = np.flatnonzero(st.channel == "YELLOW")
+        for j in yellow[np.lexsort((yellow, -p[yellow], ~g.mandatory.to_numpy(dtype=bool)[yellow]))]:
+            if st.left[0] < st.min_cost - _EPS:
+                break
+            if st.cost[j] <= st.left[0] + _EPS:
+                st.channel[j] = "RED"
+                st.left += np.array([-st.cost[j], st.cost[j]])
+        channel[idx], reason[idx], basis[idx], units[idx] = st.channel, st.reason, st.basis, wl
     if over:
         log.warning("%d mandatory selections exceeded office capacity on %s", over, day)
-    ch = decl.declaration_id.map(lambda d: chosen.get(d, ("GREEN", "none")))
-    out = decl.assign(channel=[c for c, _ in ch], selection_reason=[r for _, r in ch])
+    out = decl.assign(channel=channel, selection_reason=reason, selection_basis=basis, workload_units=units)
     log.info("selection %s: %d declarations -> %s", day, len(out), out.channel.value_counts().to_dict())
     return out

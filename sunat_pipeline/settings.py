@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -32,10 +32,17 @@ def _config_file() -> Path:
 
 
 class OfficeCapacity(BaseModel):
-    """Inspections an office can do in a day, counted in declarations."""
+    """Inspections an office can do in a day, counted in declarations or in workload units.
 
-    red: int = Field(ge=0, description="physical examinations per day")
-    yellow: int = Field(ge=0, description="documentary checks per day")
+    In workload units (ASYCUDA-style) a declaration costs ``per_declaration + per_item x items``; an office
+    may override the unit costs of ``SelectionSettings`` (see docs/selection.md).
+    """
+
+    red: int = Field(ge=0, description="physical examinations per day (declarations or workload units)")
+    yellow: int = Field(ge=0, description="documentary checks per day (declarations or workload units)")
+    unit: Literal["declarations", "workload"] = Field("declarations", description="what red and yellow count")
+    per_declaration: float | None = Field(None, ge=0, description="workload units per declaration (override)")
+    per_item: float | None = Field(None, ge=0, description="workload units per item (override)")
 
 
 class SelectionSettings(BaseModel):
@@ -43,6 +50,13 @@ class SelectionSettings(BaseModel):
     capacity: dict[str, OfficeCapacity] = Field(default_factory=dict)
     random_share: float = Field(0.15, ge=0, le=1, description="share of capacity chosen at random")
     exploration_share: float = Field(0.10, ge=0, le=1, description="share of capacity for exploration")
+    workload_per_declaration: float = Field(10.0, ge=0, description="workload units of a declaration")
+    workload_per_item: float = Field(5.0, ge=0, description="workload units of each of its items")
+    exploitation_revenue_share: float = Field(
+        0.5, ge=0, le=1, description="share of exploitation picks ranked by expected revenue; the rest by "
+        "fraud probability")
+    exploration_pool: int = Field(20, ge=1, description="exploration candidates per exploration slot (the best by "
+                                  "uncertainty x revenue), among which k-means++ seeding picks diverse ones")
 
     def capacity_for(self, office: str) -> OfficeCapacity:
         return self.capacity.get(str(office), self.default_capacity)
@@ -67,6 +81,26 @@ class FeedbackSettings(BaseModel):
     decay: float = 0.98
 
 
+class MonitoringSettings(BaseModel):
+    """Drift monitoring (sunat_pipeline/monitor.py) and KPI reports (sunat_pipeline/kpi.py, docs/kpi.md)."""
+
+    psi_threshold: float = Field(0.25, description="PSI past which the run warns and requests a retraining")
+    psi_notice: float = Field(0.10, description="PSI past which a variable is logged as moderately drifted")
+    bins: int = Field(10, ge=2, description="quantile bins of numeric variables")
+    reference_days: int = Field(28, ge=1, description="days lodged before the training date in the reference")
+    reference_max_rows: int = Field(50_000, ge=100, description="items kept in a reference (seeded sample)")
+    window_days: int = Field(7, ge=1, description="days of items (up to the run's day) compared with the reference")
+    min_rows: int = Field(200, ge=1, description="fewer items than this in the window: no PSI")
+    features: list[str] = Field(default_factory=lambda: [
+        "log_cif", "log_unit_value_kg", "log_ref_ratio", "duty_rate", "kg_per_unit", "n_items", "has_permit",
+        "importer_is_new", "origin_differs_supplier"])
+    categorical: list[str] = Field(default_factory=lambda: ["origin_country", "hs_chapter", "customs_office"])
+    request_retrain: bool = Field(True, description="past the threshold, ask the next train_if_due to retrain")
+    cooldown_days: int = Field(7, ge=0, description="at most one retraining request per this many days")
+    min_green_sample: int = Field(5, ge=1, description="random selections below the exploitation cut needed "
+                                  "before the GREEN fraud estimate uses only them (else all random selections)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SUNAT_", env_nested_delimiter="__", extra="ignore")
 
@@ -82,6 +116,7 @@ class Settings(BaseSettings):
     selection: SelectionSettings = SelectionSettings()
     training: TrainingSettings = TrainingSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @classmethod
     def settings_customise_sources(

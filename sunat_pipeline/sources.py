@@ -1,7 +1,9 @@
-"""Landing-zone contract: the sources, their columns and types, business keys and partitions."""
+"""Landing-zone contract: the sources, their columns and types, business keys and partitions, file names,
+formats, encodings and when a landed file is complete (see docs/landing.md for the producer's view)."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -19,6 +21,12 @@ class SourceSpec:
     columns: dict[str, str]  # column -> type
     key: tuple[str, ...]  # business key: duplicates on it are collapsed in silver
     partition_by: str  # date column used for silver partitions
+    # Date columns that may not be later than the file's available date (critical) nor before
+    # MIN_PLAUSIBLE_DATE; rows older than ``window_days`` before it are flagged (warning) unless the file is a
+    # bulk extract (tag ``history``); the newest row older than ``freshness_days`` flags a stale extract.
+    date_columns: tuple[str, ...] = ()
+    window_days: int = 31
+    freshness_days: int = 7
 
     @property
     def silver_key(self) -> str:
@@ -38,6 +46,7 @@ SOURCES: dict[str, SourceSpec] = {
         },
         ("declaration_id", "item_no"),
         "declaration_date",
+        date_columns=("declaration_date",),
     ),
     "enforcement": SourceSpec(
         "enforcement",
@@ -48,6 +57,9 @@ SOURCES: dict[str, SourceSpec] = {
         },
         ("record_id",),
         "reported_date",
+        date_columns=("inspection_date", "reported_date"),
+        window_days=120,
+        freshness_days=31,
     ),
     "tax": SourceSpec(
         "tax",
@@ -57,6 +69,9 @@ SOURCES: dict[str, SourceSpec] = {
         },
         ("taxpayer_id", "period"),
         "filing_date",
+        date_columns=("filing_date",),
+        window_days=400,
+        freshness_days=62,
     ),
     "reference_prices": SourceSpec(
         "reference_prices",
@@ -69,11 +84,30 @@ SOURCES: dict[str, SourceSpec] = {
         {"rate_date": DATE, "currency": TEXT, "pen_per_unit": NUMERIC},
         ("rate_date", "currency"),
         "rate_date",
+        date_columns=("rate_date",),
+        window_days=31,
+        freshness_days=7,
     ),
 }
 
-# <source>__<YYYY-MM-DD>[__<tag>].csv ; the date is when the extract becomes usable.
-_NAME = re.compile(r"^(?P<source>[a-z_]+)__(?P<date>\d{4}-\d{2}-\d{2})(?:__(?P<tag>[A-Za-z0-9_-]+))?\.csv$")
+MIN_PLAUSIBLE_DATE = date(2000, 1, 1)  # earlier dates are impossible for these extracts (critical)
+
+# <source>__<YYYY-MM-DD>[__<tag>].csv|.parquet ; the date is when the extract becomes usable.
+_NAME = re.compile(r"^(?P<source>[a-z_]+)__(?P<date>\d{4}-\d{2}-\d{2})(?:__(?P<tag>[A-Za-z0-9_-]+))?"
+                   r"\.(?P<ext>csv|parquet)$")
+FORMATS = {"csv": "csv", "parquet": "parquet"}
+# Tag tokens that declare a text encoding (CSV only; Parquet text is always UTF-8). Default: UTF-8.
+ENCODING_TAGS = {"latin1": "latin-1", "latin-1": "latin-1", "iso-8859-1": "latin-1", "cp1252": "cp1252",
+                 "utf8": "utf-8", "utf-8": "utf-8"}
+# Completeness. A producer either lands a file by renaming it atomically into place from a name the pipeline
+# ignores (hidden, or one of these suffixes), or writes it in place and then drops ``<file>.done`` beside it.
+IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", ".inprogress", ".copying",
+                        ".uploading")
+MARKER_SUFFIX = ".done"
+# Sources whose producers write in place and must drop a marker ("*" or "all" for every source, or a
+# comma-separated list). Without a marker their files are left for the next run (status "pending").
+MARKERS_ENV = "SUNAT_LANDING_DONE_MARKERS"
+BADNAME = "__badname__"
 
 
 @dataclass(frozen=True)
@@ -82,6 +116,23 @@ class LandedFile:
     source: str
     available: date
     tag: str
+
+    @property
+    def format(self) -> str:
+        return "parquet" if self.path.name.endswith(".parquet") else "csv"
+
+    @property
+    def encoding(self) -> str:
+        """The declared text encoding (a tag token such as ``latin1``); UTF-8 when none is declared."""
+        for token in self.tag.lower().split("__"):
+            if token in ENCODING_TAGS:
+                return ENCODING_TAGS[token]
+        return "utf-8"
+
+    @property
+    def is_bulk(self) -> bool:
+        """A bulk (history) extract may span any past dates."""
+        return "history" in self.tag.lower().split("__")
 
 
 def parse_landing_name(path: Path) -> LandedFile | None:
@@ -93,3 +144,102 @@ def parse_landing_name(path: Path) -> LandedFile | None:
     except ValueError:
         return None
     return LandedFile(path, m["source"], d, m["tag"] or "")
+
+
+def name_problem(name: str, folder_source: str | None = None) -> str | None:
+    """Why ``name`` breaks the naming contract, in plain words; None when it follows it."""
+    if any(c in name for c in "/\\") or ".." in name or any(ord(c) < 32 for c in name):
+        return (f"File name {name!r} contains a path separator, '..' or a control character: it is never "
+                "read as data (it could point outside the landing zone).")
+    m = _NAME.match(name)
+    hint = ""
+    if m is None:
+        if not name.endswith((".csv", ".parquet")):
+            hint = " The extension must be .csv or .parquet."
+        elif "__" not in name:
+            hint = " Source, date and tag are separated by two underscores."
+        elif not re.search(r"__\d{4}-\d{2}-\d{2}(__|\.)", name):
+            hint = " The date must be YYYY-MM-DD."
+    elif m["source"] not in SOURCES:
+        hint = f" Unknown source {m['source']!r}; known: {sorted(SOURCES)}."
+    elif folder_source and m["source"] != folder_source:
+        hint = f" It names source {m['source']!r} but was landed in the {folder_source!r} folder."
+    else:
+        try:
+            date.fromisoformat(m["date"])
+        except ValueError:
+            hint = f" {m['date']!r} is not a calendar date."
+        else:
+            return None
+    return (f"File name {name!r} does not follow the landing contract "
+            f"<source>__<YYYY-MM-DD>[__tag].csv|.parquet (see docs/landing.md).{hint}")
+
+
+def is_ignored(name: str) -> bool:
+    """Names the pipeline never reads: hidden files, copies in progress, and the markers themselves."""
+    low = name.lower()
+    return name.startswith((".", "~")) or low.endswith(IN_PROGRESS_SUFFIXES) or low.endswith(MARKER_SUFFIX)
+
+
+def marker_path(path: Path) -> Path:
+    return path.with_name(path.name + MARKER_SUFFIX)
+
+
+def marker_required(source: str) -> bool:
+    raw = os.environ.get(MARKERS_ENV, "").strip().lower()
+    if raw in ("", "0", "false", "no", "none"):
+        return False
+    if raw in ("*", "all", "1", "true", "yes"):
+        return True
+    return source in {s.strip() for s in raw.split(",")}
+
+
+def readiness(path: Path, source: str, sha256: str | None = None) -> str | None:
+    """None when the landed file is complete and may be read; otherwise why it is left for the next run.
+
+    A ``<file>.done`` marker says the file is complete; if the marker holds a sha256 the file must match it
+    (a mismatch means it is still being written, or was damaged in transit). Without a marker the file is
+    complete unless its source requires markers (``SUNAT_LANDING_DONE_MARKERS``).
+    """
+    marker = marker_path(path)
+    if marker.exists():
+        want = re.findall(r"\b[0-9a-fA-F]{64}\b", marker.read_text(errors="replace"))
+        if want and sha256 is not None and want[0].lower() != sha256:
+            return (f"its marker {marker.name} holds sha256 {want[0].lower()[:12]}... but the file has "
+                    f"{sha256[:12]}...: still being written or damaged in transit")
+        return None
+    if marker_required(source):
+        return f"waiting for its completion marker {marker.name}"
+    return None
+
+
+# ISO 3166-1 alpha-2 (officially assigned) and ISO 4217 circulating currencies; the suites in
+# expectations/ carry the same lists (tests check they agree).
+ISO_COUNTRIES = [
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ", "BA", "BB",
+    "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS", "BT", "BV", "BW", "BY",
+    "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN", "CO", "CR", "CU", "CV", "CW", "CX",
+    "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE", "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK",
+    "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF", "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS",
+    "GT", "GU", "GW", "GY", "HK", "HM", "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR",
+    "IS", "IT", "JE", "JM", "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA",
+    "LB", "LC", "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA", "NC", "NE",
+    "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG", "PH", "PK", "PL", "PM",
+    "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW", "SA", "SB", "SC", "SD", "SE", "SG",
+    "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS", "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF",
+    "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO", "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY",
+    "UZ", "VA", "VC", "VE", "VG", "VI", "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW"
+]
+ISO_CURRENCIES = [
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BGN", "BHD", "BIF",
+    "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF", "CLP", "CNY", "COP", "CRC",
+    "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS",
+    "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD",
+    "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL",
+    "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MYR", "MZN", "NAD",
+    "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD",
+    "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP",
+    "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS", "VES",
+    "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG"
+]

@@ -4,6 +4,14 @@ Only inspected items have labels. The holdout is the most recent ``holdout_days`
 declarations (never a random split). A new version becomes ``champion`` only if it beats the current
 champion on that same holdout by ``promotion_margin`` on Revenue@10% (revenue captured at about the
 configured inspection capacity); the decision and its numbers are logged to the run.
+
+Each training run logs to MLflow: the model's parameters and the device it ran on; a snapshot of its inputs
+(rows and a content checksum per source, training/holdout rows, the labelled set's checksum); the feature
+catalog; on the holdout ROC-AUC, PR-AUC, Precision/Recall/Revenue at 1, 2, 5, 10%, the Brier score, the
+expected calibration error and a reliability table; the same targeting metrics for two baselines, the rules
+engine alone (initial rule weights) and random order; where the labels came from (random selection share);
+plots (feature importance, SHAP summary, precision-recall curve, lift chart, reliability); and the
+champion/challenger decision as JSON.
 """
 
 from __future__ import annotations
@@ -18,14 +26,15 @@ import numpy as np
 import pandas as pd
 
 from sunat_pipeline import ingest
-from sunat_pipeline.features import FEATURES, build_features, catalog_frame
-from sunat_pipeline.lake import sha256_bytes
-from sunat_pipeline.metrics import targeting_report
-from sunat_pipeline.model import RiskModel
+from sunat_pipeline.features import FEATURES, build_features, catalog_frame, item_frame
+from sunat_pipeline.lake import read_partitions, sha256_bytes
+from sunat_pipeline.metrics import RATES, targeting_report
+from sunat_pipeline.model import RiskModel, resolve_device
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 PRIMARY_METRIC = "revenue_at_10"
+SHAP_SAMPLE = 2000  # rows of the holdout (or training set) explained in the SHAP summary
 
 
 def load_inputs(settings: Settings, asof: date) -> dict[str, pd.DataFrame]:
@@ -42,6 +51,12 @@ def load_inputs(settings: Settings, asof: date) -> dict[str, pd.DataFrame]:
 
 def training_set(settings: Settings, asof: date) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Features and labels of every item whose inspection outcome was known by ``asof``."""
+    X, meta, _, _ = _labelled(settings, asof)
+    return X, meta
+
+
+def _labelled(settings: Settings, asof: date):
+    """(features, labels, the labelled items' declared columns, the inputs they came from)."""
     inp = load_inputs(settings, asof)
     customs = inp["customs_history"]
     out = inp["outcomes"].sort_values(["reported_date", "record_id"]).drop_duplicates(
@@ -54,7 +69,7 @@ def training_set(settings: Settings, asof: date) -> tuple[pd.DataFrame, pd.DataF
         y=(lab.result == "FRAUD").astype(int).to_numpy(), revenue=lab.revenue_recovered_usd.to_numpy())
     log.info("training set as of %s: %d labelled items, %d frauds (%.1f%%)", asof, len(lab),
              int(meta.y.sum()), 100 * meta.y.mean() if len(meta) else 0)
-    return X, meta
+    return X, meta, lab[list(customs.columns)], inp
 
 
 def _client(settings: Settings):
@@ -140,6 +155,10 @@ def train_if_due(settings: Settings, asof: date, force: bool = False) -> dict:
         new = ingest.silver(settings, "enforcement", upto=asof, since=last + timedelta(days=1))
         if len(new) >= settings.training.min_new_labels:
             reason = f"{len(new)} new outcomes since {last}"
+    if reason is None:  # drift past the threshold (sunat_pipeline/monitor.py) asked for a retraining
+        from sunat_pipeline.monitor import retrain_request
+
+        reason = retrain_request(settings, asof, last)
     if reason is None:
         log.info("training not due on %s (last %s)", asof, last)
         return {"trained": False, "reason": "not due"}
@@ -147,62 +166,244 @@ def train_if_due(settings: Settings, asof: date, force: bool = False) -> dict:
     return train_and_register(settings, asof, reason)
 
 
+def _frame_sha256(df: pd.DataFrame) -> str:
+    if df.empty:
+        return sha256_bytes(b"")
+    return sha256_bytes(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+
+
+def data_snapshot(inp: dict[str, pd.DataFrame], X: pd.DataFrame, meta: pd.DataFrame, is_hold: np.ndarray) -> dict:
+    """Rows and content checksums of what the training read (reproducibility: same inputs, same sums)."""
+    snap = {"training_data_sha256": _frame_sha256(X), "labels_sha256": _frame_sha256(meta[["y", "revenue"]]),
+            "n_labelled": len(meta), "n_train": int((~is_hold).sum()), "n_holdout": int(is_hold.sum())}
+    for name, df in sorted(inp.items()):
+        snap[f"{name}_rows"] = len(df)
+        snap[f"{name}_sha256"] = _frame_sha256(df.drop(columns=[c for c in df.columns if c.startswith("_")]))
+    return snap
+
+
+def rules_baseline(settings: Settings, items: pd.DataFrame, X: pd.DataFrame) -> np.ndarray:
+    """The rules engine alone: rule_score with the initial weights (``rw-initial``), as scoring computes it."""
+    from sunat_pipeline import feedback
+    from sunat_pipeline.rules import evaluate, load_rules, summarise
+
+    rules = load_rules(settings.rules_path)
+    weights = feedback.load_version(settings, feedback.INITIAL)["weights"]
+    frame = item_frame(items.reset_index(drop=True), X.reset_index(drop=True))
+    return summarise(rules, evaluate(rules, frame), weights, frame).rule_score.to_numpy(dtype=float)
+
+
+def label_sources(settings: Settings, meta: pd.DataFrame) -> dict:
+    """Where the labels came from: the pipeline's selection reason of each labelled item where it scored the
+    item, else ``legacy`` (history inspected by the legacy policy: how it chose is unknown to the pipeline)."""
+    key = ["declaration_id", "item_no"]
+    dates = pd.to_datetime(meta.declaration_date) if "declaration_date" in meta else pd.Series(dtype="datetime64[ns]")
+    bounds = {"since": dates.min().date(), "upto": dates.max().date()} if dates.notna().any() else {}
+    dec = read_partitions(settings.scored_dir, "declaration_date", columns=[*key, "selection_reason"], **bounds)
+    reason = pd.Series("legacy", index=meta.index)
+    if len(dec):
+        m = meta[key].astype({"item_no": "int64"}).merge(
+            dec.astype({"item_no": "int64"}).drop_duplicates(key, keep="last"), on=key, how="left")
+        reason = m.selection_reason.fillna("legacy").set_axis(meta.index)
+    counts = reason.value_counts()
+    n = max(1, len(reason))
+    out = {f"label_share_{k}": round(float(v) / n, 6) for k, v in counts.items()}
+    out["label_share_random"] = out.get("label_share_random", 0.0)
+    out["label_share_legacy"] = out.get("label_share_legacy", 0.0)
+    out["n_labels_random"] = int(counts.get("random", 0))
+    return out
+
+
+def calibration(p: np.ndarray, y: np.ndarray, bins: int = 10) -> tuple[dict, pd.DataFrame]:
+    """Brier score, expected calibration error and a reliability table (equal-count bins of the prediction)."""
+    p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
+    if not len(p):
+        return {}, pd.DataFrame(columns=["bin", "n", "mean_predicted", "observed_rate", "p_min", "p_max"])
+    order = np.argsort(p, kind="stable")
+    groups = np.array_split(order, min(bins, len(p)))
+    rows = [{"bin": i + 1, "n": len(g), "mean_predicted": float(p[g].mean()), "observed_rate": float(y[g].mean()),
+             "p_min": float(p[g].min()), "p_max": float(p[g].max())} for i, g in enumerate(groups) if len(g)]
+    table = pd.DataFrame(rows)
+    ece = float((table.n * (table.mean_predicted - table.observed_rate).abs()).sum() / len(p))
+    return {"brier": float(np.mean((p - y) ** 2)), "ece": ece,
+            "mean_predicted": float(p.mean()), "observed_rate": float(y.mean())}, table
+
+
+def shap_values(model: RiskModel, X: pd.DataFrame, n: int = SHAP_SAMPLE, seed: int = 0) -> pd.DataFrame:
+    """Exact TreeSHAP contributions (log-odds) of the first bag member on a sample of at most ``n`` rows."""
+    import xgboost as xgb
+
+    Xs = X.sample(n, random_state=seed) if len(X) > n else X
+    c = model.classifiers_[0].get_booster().predict(xgb.DMatrix(Xs[model.feature_names_]), pred_contribs=True)
+    return pd.DataFrame(c[:, :-1], columns=model.feature_names_, index=Xs.index)
+
+
+def _plots(out: Path, *, importance: pd.Series, shap: pd.DataFrame, X: pd.DataFrame, y: np.ndarray,
+           scores: dict[str, np.ndarray], reliability: pd.DataFrame) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve
+
+    top = importance.head(20)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.barh(top.index, top.to_numpy())
+    ax.set_xlabel("gain importance (mean over the bag)")
+    ax.set_title("Feature importance")
+    fig.tight_layout()
+    fig.savefig(out / "feature_importance.png", dpi=100)
+    plt.close(fig)
+
+    if len(shap):
+        order = shap.abs().mean().sort_values(ascending=False).head(15).index[::-1]
+        fig, ax = plt.subplots(figsize=(8, 6))
+        rng = np.random.default_rng(0)
+        for i, f in enumerate(order):
+            v = X.loc[shap.index, f]
+            col = v.rank(pct=True).fillna(0.5).to_numpy()
+            ax.scatter(shap[f].to_numpy(), i + rng.uniform(-0.3, 0.3, len(v)), c=col, cmap="coolwarm", s=6,
+                       alpha=0.6, vmin=0, vmax=1)
+        ax.set_yticks(range(len(order)), order)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_xlabel("SHAP value (log-odds contribution); colour: feature value rank (blue low, red high)")
+        ax.set_title(f"SHAP summary ({len(shap)} holdout rows)")
+        fig.tight_layout()
+        fig.savefig(out / "shap_summary.png", dpi=100)
+        plt.close(fig)
+
+    has_both = 0 < y.sum() < len(y)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name, sc in scores.items():
+        if has_both:
+            prec, rec, _ = precision_recall_curve(y, sc)
+            ax.plot(rec, prec, label=name)
+    ax.axhline(y.mean() if len(y) else 0, color="grey", ls=":", label="fraud rate")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("Precision-recall on the holdout")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "precision_recall_curve.png", dpi=100)
+    plt.close(fig)
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    share = np.arange(1, len(y) + 1) / max(1, len(y))
+    for name, sc in scores.items():
+        o = np.argsort(-np.asarray(sc, dtype=float), kind="stable")
+        got = np.cumsum(y[o]) / max(1.0, y.sum())
+        a1.plot(share, got, label=name)
+        lift = [targeting_report(sc, y, rates=(k,))[f"precision_at_{k * 100:g}".replace(".", "_")]
+                / max(1e-9, y.mean()) for k in RATES]
+        a2.plot([k * 100 for k in RATES], lift, marker="o", label=name)
+    a1.plot([0, 1], [0, 1], color="grey", ls=":")
+    a1.set_xlabel("share of holdout inspected")
+    a1.set_ylabel("share of frauds found")
+    a1.set_title("Cumulative gains")
+    a1.legend()
+    a2.set_xlabel("inspection rate k (%)")
+    a2.set_ylabel("lift = precision@k / fraud rate")
+    a2.set_title("Lift at k")
+    a2.axhline(1, color="grey", ls=":")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(out / "lift_chart.png", dpi=100)
+    plt.close(fig)
+
+    if len(reliability):
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot(reliability.mean_predicted, reliability.observed_rate, marker="o", label="model")
+        lim = max(0.05, float(reliability[["mean_predicted", "observed_rate"]].to_numpy().max()))
+        ax.plot([0, lim], [0, lim], color="grey", ls=":", label="perfect")
+        ax.set_xlabel("mean predicted fraud probability")
+        ax.set_ylabel("observed fraud rate")
+        ax.set_title("Reliability (holdout)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "reliability.png", dpi=100)
+        plt.close(fig)
+
+
 def train_and_register(settings: Settings, asof: date, reason: str = "manual") -> dict:
     import mlflow
     from mlflow.models import infer_signature
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    X, meta = training_set(settings, asof)
+    X, meta, items, inp = _labelled(settings, asof)
     if meta.y.sum() < 20:
         raise RuntimeError(f"only {int(meta.y.sum())} labelled frauds by {asof}: not enough to train")
     cut = pd.Timestamp(asof - timedelta(days=settings.training.holdout_days))
     is_hold = (pd.to_datetime(meta.declaration_date) >= cut).to_numpy()
     tr, ho = ~is_hold, is_hold
     t = settings.training
+    device = resolve_device(t.device)
     model = RiskModel(n_estimators=t.n_estimators, max_depth=t.max_depth, learning_rate=t.learning_rate,
-                      bag_size=t.bag_size, seed=settings.seed, device=t.device)
+                      bag_size=t.bag_size, seed=settings.seed, device=device)
     model.fit(X[tr], meta.y[tr], meta.revenue[tr])
     pred = model.predict(X[ho])
     y_h, rev_h = meta.y[ho].to_numpy(), meta.revenue[ho].to_numpy()
     metrics = {"n_train": int(tr.sum()), "n_holdout": int(ho.sum()), "train_fraud_rate": float(meta.y[tr].mean()),
                "holdout_fraud_rate": float(y_h.mean()) if ho.any() else 0.0}
-    if ho.any() and 0 < y_h.sum() < len(y_h):
+    both = ho.any() and 0 < y_h.sum() < len(y_h)
+    if both:
         metrics["roc_auc"] = float(roc_auc_score(y_h, pred.fraud_probability))
         metrics["pr_auc"] = float(average_precision_score(y_h, pred.fraud_probability))
     metrics.update(targeting_report(pred.expected_revenue_usd.to_numpy(), y_h, rev_h))
-    # Baseline on the same holdout: the rules engine's score and random order.
+    cal, reliability = calibration(pred.fraud_probability.to_numpy(), y_h)
+    metrics.update({f"calibration_{k}": v for k, v in cal.items()})
+    # Baselines on the same holdout: the rules engine alone (initial weights) and random order.
     rng = np.random.default_rng(settings.seed)
-    metrics.update({f"random_{k}": v for k, v in targeting_report(rng.random(len(y_h)), y_h, rev_h).items()
-                    if k.startswith(("precision_at_10", "revenue_at_10"))})
+    rnd = rng.random(len(y_h))
+    rule_score = rules_baseline(settings, items[ho], X[ho]) if ho.any() else np.zeros(0)
+    metrics.update({f"random_{k}": v for k, v in targeting_report(rnd, y_h, rev_h).items()})
+    metrics.update({f"rules_{k}": v for k, v in targeting_report(rule_score, y_h, rev_h).items()})
+    if both:
+        metrics["rules_roc_auc"] = float(roc_auc_score(y_h, rule_score))
+    metrics.update(label_sources(settings, meta))
 
     mv_champ, champ = champion(settings)
-    decision = {"challenger_" + PRIMARY_METRIC: metrics.get(PRIMARY_METRIC, 0.0)}
+    decision = {"challenger_" + PRIMARY_METRIC: metrics.get(PRIMARY_METRIC, 0.0),
+                "rules_" + PRIMARY_METRIC: metrics.get("rules_" + PRIMARY_METRIC, 0.0),
+                "random_" + PRIMARY_METRIC: metrics.get("random_" + PRIMARY_METRIC, 0.0),
+                "holdout_from": cut.date().isoformat(), "holdout_to": asof.isoformat(),
+                "n_holdout": int(ho.sum()), "promotion_margin": t.promotion_margin}
     if champ is None:
         promote, why = True, "no champion yet"
     else:
         cp = champ.predict(X[ho])
         champ_score = targeting_report(cp.expected_revenue_usd.to_numpy(), y_h, rev_h).get(PRIMARY_METRIC, 0.0)
-        decision["champion_version"] = mv_champ.version
+        decision["champion_version"] = str(mv_champ.version)
         decision["champion_" + PRIMARY_METRIC] = champ_score
         promote = metrics.get(PRIMARY_METRIC, 0.0) >= champ_score + t.promotion_margin
         why = (f"challenger {PRIMARY_METRIC} {metrics.get(PRIMARY_METRIC, 0):.4f} vs champion "
                f"{champ_score:.4f} (margin {t.promotion_margin})")
     decision.update({"promoted": promote, "why": why})
 
+    snapshot = data_snapshot(inp, X, meta, is_hold)
     _experiment(settings)
     client = _client(settings)
     with mlflow.start_run(run_name=f"train-{asof.isoformat()}") as run:
-        mlflow.set_tags({"kind": "training", "training_date": asof.isoformat(), "trigger": reason})
-        mlflow.log_params({**model.get_params(), "holdout_days": t.holdout_days, "asof": asof.isoformat(),
-                           "n_features": len(FEATURES)})
+        mlflow.set_tags({"kind": "training", "training_date": asof.isoformat(), "trigger": reason,
+                         "champion_decision": why, "promoted": str(promote)})
+        mlflow.log_params({**model.get_params(), "device_requested": t.device, "holdout_days": t.holdout_days,
+                           "asof": asof.isoformat(), "n_features": len(FEATURES),
+                           "promotion_margin": t.promotion_margin, "primary_metric": PRIMARY_METRIC})
+        mlflow.log_params({f"data_{k}" if k != "training_data_sha256" else k: v for k, v in snapshot.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        data_sha = sha256_bytes(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
-        mlflow.log_param("training_data_sha256", data_sha)
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             catalog_frame().to_csv(tmp / "feature_catalog.csv", index=False)
-            model.feature_importance().rename("importance").to_csv(tmp / "feature_importance.csv")
+            importance = model.feature_importance()
+            importance.rename("importance").to_csv(tmp / "feature_importance.csv")
+            Xh = X[ho] if ho.sum() >= 50 else X[tr]
+            shap = shap_values(model, Xh, seed=settings.seed)
+            shap.abs().mean().sort_values(ascending=False).rename("mean_abs_shap").to_csv(tmp / "shap_mean_abs.csv")
+            reliability.to_csv(tmp / "reliability.csv", index=False)
             (tmp / "champion_decision.json").write_text(json.dumps(decision, indent=2, default=str))
+            (tmp / "data_snapshot.json").write_text(json.dumps(snapshot, indent=2, default=str))
+            _plots(tmp, importance=importance, shap=shap, X=Xh, y=y_h,
+                   scores={"model": pred.expected_revenue_usd.to_numpy(), "rules (rw-initial)": rule_score,
+                           "random": rnd}, reliability=reliability)
             mlflow.log_artifacts(str(tmp))
         from sunat_pipeline.mlflow_model import RiskModelPyfunc
 
@@ -218,8 +419,10 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual") -
         client.set_registered_model_alias(settings.registered_model, "champion", version)
     client.set_model_version_tag(settings.registered_model, version, "training_date", asof.isoformat())
     client.set_model_version_tag(settings.registered_model, version, "champion_decision", why)
-    log.info("trained version %s as of %s on %d items (holdout %d): %s=%.4f; promoted=%s (%s)", version, asof,
-             metrics["n_train"], metrics["n_holdout"], PRIMARY_METRIC, metrics.get(PRIMARY_METRIC, 0), promote, why)
+    log.info("trained version %s as of %s on %d items (holdout %d): %s=%.4f (rules %.4f, random %.4f); "
+             "promoted=%s (%s)", version, asof, metrics["n_train"], metrics["n_holdout"], PRIMARY_METRIC,
+             metrics.get(PRIMARY_METRIC, 0), metrics.get("rules_" + PRIMARY_METRIC, 0),
+             metrics.get("random_" + PRIMARY_METRIC, 0), promote, why)
     return {"trained": True, "version": version, "run_id": run.info.run_id, "promoted": promote,
             "reason": reason, "metrics": metrics, "decision": decision}
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from sunat_pipeline.features import FEATURES, SMOOTHING, build_features, item_frame
+from sunat_pipeline.features import (
+    FEATURES,
+    MAD_FLOOR,
+    MAD_SCALE,
+    SMOOTHING,
+    UV_MIN_GROUP,
+    UV_WINDOW,
+    build_features,
+    item_frame,
+)
 from sunat_pipeline.ingest import read_typed
 from sunat_pipeline.settings import get_settings
 from sunat_pipeline.sources import SOURCES
@@ -80,9 +90,14 @@ def test_no_leakage_from_later_customs_and_outcomes(world, day):
     x_bounded = build_features(items, **b)
     x_later = build_features(items, **{**b, "customs_history": world["customs"], "outcomes": world["enforcement"]})
     pd.testing.assert_frame_equal(x_bounded, x_later)
-    # Not vacuous: the entity profiles carry real history on these days.
+    # Not vacuous: the entity profiles, crosses, volumes, price statistics and anomaly scores carry real
+    # history on these days.
     assert (x_bounded.importer_id_n_insp > 0).any()
     assert (x_bounded.importer_past_items > 0).any()
+    assert (x_bounded.office_importer_n_insp > 0).any() and (x_bounded.hs6_origin_n_insp > 0).any()
+    assert (x_bounded.importer_items_30d > 0).any()
+    assert x_bounded.unit_value_robust_z.notna().mean() > 0.5
+    assert x_bounded.value_anomaly_score.notna().all()
 
 
 @pytest.mark.parametrize("day", DAYS)
@@ -142,7 +157,9 @@ def test_outcome_reported_after_day_never_changes_features(world):
     c = world["customs"]
     # An earlier, never-inspected item of the same importer, inspected before d.
     inspected = set(zip(world["enforcement"].declaration_id, world["enforcement"].item_no, strict=True))
-    past = c[(c.importer_id == imp) & (c.declaration_date < _ts(d) - pd.Timedelta(days=3))]
+    offices = items[items.importer_id == imp].customs_office  # same office: the cross office x importer moves too
+    past = c[(c.importer_id == imp) & (c.declaration_date < _ts(d) - pd.Timedelta(days=3))
+             & c.customs_office.isin(offices)]
     past = past[[(a, b_) not in inspected for a, b_ in zip(past.declaration_id, past.item_no, strict=True)]]
     target = past.iloc[-1]
     base = build_features(items, **b)
@@ -160,6 +177,12 @@ def test_outcome_reported_after_day_never_changes_features(world):
     mine = (items.importer_id == imp).to_numpy()
     np.testing.assert_array_equal(known.importer_id_n_insp[mine], base.importer_id_n_insp[mine] + 1)
     assert (known.importer_id_fraud_rate[mine] > base.importer_id_fraud_rate[mine]).all()
+    # ... and reaches the crosses of the inspected item (office x importer, HS6 x origin), only those.
+    same_office = mine & (items.customs_office == target.customs_office).to_numpy()
+    assert same_office.any()
+    np.testing.assert_array_equal(known.office_importer_n_insp, base.office_importer_n_insp + same_office)
+    same_goods = ((items.hs_code.str[:6] == target.hs_code[:6]) & (items.origin_country == target.origin_country))
+    np.testing.assert_array_equal(known.hs6_origin_n_insp, base.hs6_origin_n_insp + same_goods.to_numpy())
 
 
 def test_correction_reported_after_day_never_changes_features(world):
@@ -280,3 +303,96 @@ def test_no_outcomes_puts_every_entity_at_the_prior(world):
     for k in ("importer_id", "declarant_id", "hs6"):
         assert (X[f"{k}_n_insp"] == 0).all()
         assert np.allclose(X[f"{k}_fraud_rate"], 0.1)
+
+
+@pytest.mark.parametrize("day", DAYS[1:])
+def test_prices_lodged_on_or_after_the_day_never_reach_it(world, day):
+    """Unit-value statistics and anomaly models use items lodged strictly before the day: changing the
+    prices of every other declaration of the day and of every later day changes nothing."""
+    c = world["customs"]
+    t = _ts(day)
+    items = day_items(world, day)
+    decls = sorted(items.declaration_id.unique())
+    mine = items[items.declaration_id.isin(decls[::2])].reset_index(drop=True)
+    base = build_features(mine, **bounded(world, day))
+
+    def shaken(when) -> pd.DataFrame:
+        k = np.where(when.to_numpy() & ~c.declaration_id.isin(mine.declaration_id).to_numpy(), 7.0, 1.0)
+        return c.assign(fob_usd=c.fob_usd * k, cif_usd=c.cif_usd * k, net_weight_kg=c.net_weight_kg / k)
+
+    later = build_features(mine, **{**everything(world), "customs_history": shaken(c.declaration_date >= t)})
+    pd.testing.assert_frame_equal(base, later)
+    # Positive control: the same change to the week before moves the price statistics.
+    week = (c.declaration_date < t) & (c.declaration_date >= t - pd.Timedelta(days=7))
+    earlier = build_features(mine, **{**bounded(world, day), "customs_history": shaken(week)})
+    assert not np.allclose(earlier.unit_value_robust_z.fillna(0), base.unit_value_robust_z.fillna(0))
+
+
+def test_robust_z_matches_an_independent_median_and_mad(world):
+    """Back-off HS10 x origin -> HS6 x origin -> HS4 x origin -> HS4 on past items, checked by brute force:
+    all past items of the group, or its most recent UV_WINDOW where the window does not cut a day."""
+    d = DAYS[2]
+    items = day_items(world, d)
+    X = build_features(items, **bounded(world, d))
+    c = world["customs"]
+    past = c[c.declaration_date < _ts(d)]
+    luv = np.log(np.maximum(past.fob_usd / past.net_weight_kg.clip(lower=1e-3), 1e-6)).to_numpy()
+    groups = [lambda p, it: (p.hs_code == it.hs_code) & (p.origin_country == it.origin_country),
+              lambda p, it: (p.hs_code.str[:6] == it.hs_code[:6]) & (p.origin_country == it.origin_country),
+              lambda p, it: (p.hs_code.str[:4] == it.hs_code[:4]) & (p.origin_country == it.origin_country),
+              lambda p, it: p.hs_code.str[:4] == it.hs_code[:4]]
+    checked = {0: 0, 1: 0, 2: 0, 3: 0}
+    for i, it in items.iterrows():
+        sizes = [sel(past, it).to_numpy() for sel in groups]
+        level = next((k for k, g in enumerate(sizes) if g.sum() >= UV_MIN_GROUP), None)
+        if level is None:
+            assert X.unit_value_ref_level[i] == 4 and np.isnan(X.unit_value_robust_z[i])
+            continue
+        g = sizes[level]
+        assert X.unit_value_ref_level[i] == level
+        assert X.unit_value_ref_n[i] == min(g.sum(), UV_WINDOW)
+        v = luv[g]
+        if g.sum() > UV_WINDOW:  # the most recent UV_WINDOW, checkable when the window does not cut a day
+            recent = np.argsort(past.declaration_date.to_numpy()[g], kind="stable")[::-1]
+            dates = past.declaration_date.to_numpy()[g][recent]
+            if dates[UV_WINDOW - 1] == dates[UV_WINDOW]:
+                continue
+            v = v[recent[:UV_WINDOW]]
+        med = np.median(v)
+        mad = np.median(np.abs(v - med))
+        x = np.log(max(it.fob_usd / max(it.net_weight_kg, 1e-3), 1e-6))
+        assert X.unit_value_robust_z[i] == pytest.approx((x - med) / max(MAD_SCALE * mad, MAD_FLOOR))
+        assert X.unit_value_past_log_ratio[i] == pytest.approx(x - med)
+        checked[level] += 1
+    assert checked[0] and checked[3] and sum(checked.values()) >= 20, checked
+
+
+def test_median_and_mad_of_windows_with_and_without_gaps():
+    from sunat_pipeline.features import _med_mad
+
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(200, UV_WINDOW))
+    m[::3, : UV_WINDOW // 2] = np.nan  # windows not full: fewer past items than the window
+    m[1::7, :] = np.nan  # no value at all
+    m[5, 10] = np.nan  # a full window with one missing value
+    med, mad = _med_mad(m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # all-NaN rows
+        exp_med = np.nanmedian(m, axis=1)
+        exp_mad = np.nanmedian(np.abs(m - exp_med[:, None]), axis=1)
+    np.testing.assert_allclose(med, exp_med, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mad, exp_mad, rtol=0, atol=1e-12)
+
+
+def test_history_volume_and_recency(world):
+    d = DAYS[2]
+    items = day_items(world, d)
+    X = build_features(items, **everything(world))
+    c = world["customs"]
+    t = _ts(d)
+    recent = c[(c.declaration_date < t) & (c.declaration_date >= t - pd.Timedelta(days=30))]
+    expected = items.importer_id.map(recent.groupby("importer_id").size()).fillna(0).to_numpy(dtype=float)
+    np.testing.assert_array_equal(X.importer_items_30d.to_numpy(), expected)
+    last = items.importer_id.map(c[c.declaration_date < t].groupby("importer_id").declaration_date.max())
+    np.testing.assert_array_equal(X.importer_days_since_last.to_numpy(), (t - last).dt.days.fillna(-1).to_numpy(float))
+    assert (X.importer_items_30d > 0).any() and (X.importer_items_30d < X.importer_past_items).any()

@@ -17,8 +17,10 @@ def test_entity_rate_in_words():
     assert txt == "importer 20100000001 has an offence rate of 42% over 12 past inspections"
 
 
-def test_unknown_feature_falls_back_to_its_description():
-    assert explain("log_cif", 9.2, {}).startswith("log(1 + CIF value in USD)")
+def test_unknown_feature_falls_back_to_its_name():
+    # Every catalogue feature has its own phrase (tests/test_select_policy.py); others read "name: value".
+    assert explain("not_a_catalogue_feature", 9.2, {}) == "not_a_catalogue_feature: 9.2"
+    assert explain("log_cif", 9.2, {}) == "declared CIF value of 9,896 USD"
 
 
 def test_contract_columns_match_the_brief():

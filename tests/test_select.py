@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sunat_pipeline.select import _diverse, rollup, select_channels
+from sunat_pipeline.select import kmeanspp_order, rollup, select_channels
 from sunat_pipeline.settings import OfficeCapacity, SelectionSettings
 
 DAY = date(2026, 3, 2)
 CFG = SelectionSettings(default_capacity=OfficeCapacity(red=4, yellow=6),
-                        capacity={"118": OfficeCapacity(red=6, yellow=9)}, random_share=0.2, exploration_share=0.2)
+                        capacity={"118": OfficeCapacity(red=6, yellow=9)}, random_share=0.2, exploration_share=0.2,
+                        exploitation_revenue_share=1.0)  # exploitation ranked by expected revenue only
 
 
 def decls(n_per_office: int = 50, offices=("118", "235", "046"), seed: int = 0, mandatory: dict | None = None):
@@ -99,7 +100,7 @@ def test_mandatory_overflow_beyond_capacity_is_still_selected(caplog):
     assert "3 mandatory selections exceeded office capacity" in caplog.text
 
 
-def test_random_share_count_and_red_first():
+def test_random_share_count_and_spread_over_channels():
     d = decls()
     out = select_channels(d, CFG, DAY, seed=42)
     for office in ("118", "235", "046"):
@@ -107,7 +108,10 @@ def test_random_share_count_and_red_first():
         g = out[out.customs_office == office]
         n_rand = int(round(CFG.random_share * (cap.red + cap.yellow)))
         assert (g.selection_reason == "random").sum() == n_rand > 0
-        assert (g.channel[g.selection_reason == "random"] == "RED").all()  # RED slots are filled first
+        # Random selections are spread over RED and YELLOW in proportion to capacity (issue #6).
+        n_red = int(round(CFG.random_share * cap.red))
+        assert (g.channel[g.selection_reason == "random"] == "RED").sum() == n_red
+        assert (g.channel[g.selection_reason == "random"] == "YELLOW").sum() == n_rand - n_red
         n_explore = int(round(CFG.exploration_share * (cap.red + cap.yellow)))
         assert (g.selection_reason == "exploration").sum() == n_explore
         assert (g.selection_reason == "exploitation").sum() == cap.red + cap.yellow - n_rand - n_explore
@@ -123,7 +127,8 @@ def test_exploitation_takes_the_highest_expected_revenue_left():
 
 
 def test_no_random_or_exploration_share():
-    cfg = SelectionSettings(default_capacity=OfficeCapacity(red=2, yellow=3), random_share=0, exploration_share=0)
+    cfg = SelectionSettings(default_capacity=OfficeCapacity(red=2, yellow=3), random_share=0, exploration_share=0,
+                            exploitation_revenue_share=1.0)
     d = decls(offices=("046",))
     out = select_channels(d, cfg, DAY, seed=42)
     sel = out[out.channel != "GREEN"]
@@ -148,16 +153,15 @@ def test_deterministic_for_a_seed_and_independent_of_row_order():
     assert set(other_day.declaration_id) != rand[1]  # ... and on the day
 
 
-def test_exploration_spreads_over_importers_and_chapters():
-    cands = pd.DataFrame({
-        "declaration_id": ["a", "b", "c", "d", "e"],
-        "importer_id": ["I1", "I1", "I1", "I2", "I3"],
-        "hs2": ["85", "85", "85", "61", "85"],
-        "explore_score": [10.0, 9.9, 9.8, 6.0, 7.0],
-    })
-    assert _diverse(cands, 3) == ["a", "d", "e"]
-    assert _diverse(cands, 1) == ["a"]
-    assert _diverse(cands, 10) == ["a", "d", "e", "b", "c"]
+def test_exploration_spreads_over_the_feature_space():
+    # a, b, c are near-duplicates (same importer and chapter); d and e lie elsewhere (k-means++ seeding).
+    score = np.array([10.0, 9.9, 9.8, 6.0, 7.0])
+    emb = np.array([[0.0, 0.0], [0.0, 0.01], [0.01, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    order = list(kmeanspp_order(score, emb, pool=10, rng=np.random.default_rng(0)))
+    assert order[0] == 0  # the most valuable first
+    assert set(order[:3]) == {0, 3, 4}
+    assert sorted(order) == [0, 1, 2, 3, 4]
+    assert list(kmeanspp_order(score, emb, pool=1, rng=np.random.default_rng(0))) == [0]
 
 
 def test_rollup_math():

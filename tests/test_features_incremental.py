@@ -1,0 +1,148 @@
+"""Incremental entity profiles: the daily state extended day by day equals a full rebuild, in counts and in
+the features built from it; the persisted daily run is idempotent and rebuilds when earlier outcomes change."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sunat_pipeline import profiles
+from sunat_pipeline.features import build_features
+from sunat_pipeline.ingest import read_typed
+from sunat_pipeline.profiles import ProfileState, advance, build_state, update_profiles
+from sunat_pipeline.settings import get_settings
+from sunat_pipeline.sources import SOURCES
+from sunat_pipeline.world import WorldConfig, generate
+
+CFG = WorldConfig(seed=5, history_days=45, live_days=3, declarations_per_day=30, min_delay_days=1,
+                  max_delay_days=5)
+FIRST = date(2026, 1, 20)
+LAST = date(2026, 2, 14)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("profiles")
+    settings = get_settings(lake_root=tmp / "data", mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    generate(CFG, settings.lake)
+
+    def load(source: str) -> pd.DataFrame:
+        frames = [read_typed(f, SOURCES[source]) for f in sorted((settings.landing / source).glob("*.csv"))]
+        return pd.concat([f for f in frames if len(f)], ignore_index=True)
+
+    w = {s: load(s) for s in ("customs", "enforcement", "tax", "exchange_rates", "reference_prices")}
+    # Corrections: some items get a second report with the other result, a few days after the first.
+    enf = w["enforcement"]
+    first = enf.sort_values("record_id").groupby("reported_date").head(1)
+    first = first[(first.reported_date >= pd.Timestamp(FIRST)) & (first.reported_date < pd.Timestamp(LAST))]
+    corr = first.assign(record_id="ZZ-" + first.record_id,
+                        result=np.where(first.result == "FRAUD", "CLEAN", "FRAUD"),
+                        reported_date=first.reported_date + pd.Timedelta(days=2))
+    w["enforcement"] = pd.concat([enf, corr.astype(enf.dtypes.to_dict())], ignore_index=True)
+    assert len(corr) >= 5
+    return settings, w
+
+
+def _days():
+    d = FIRST
+    while d <= LAST:
+        yield d
+        d += timedelta(days=1)
+
+
+def _inputs(w: dict, d: date) -> dict:
+    t = pd.Timestamp(d)
+    return {"customs_history": w["customs"][w["customs"].declaration_date <= t],
+            "outcomes": w["enforcement"][w["enforcement"].reported_date <= t],
+            "reference": w["reference_prices"], "tax": w["tax"][w["tax"].filing_date <= t],
+            "fx": w["exchange_rates"][w["exchange_rates"].rate_date <= t]}
+
+
+def _assert_state_equal(a: ProfileState, b: ProfileState) -> None:
+    assert a.asof == b.asof
+    pd.testing.assert_frame_equal(a.counts.reset_index(drop=True), b.counts.reset_index(drop=True))
+    pd.testing.assert_frame_equal(a.labels.reset_index(drop=True), b.labels.reset_index(drop=True))
+    assert (a.fingerprint, a.n_records) == (b.fingerprint, b.n_records)
+
+
+def test_state_extended_day_by_day_equals_full_rebuild(world):
+    _, w = world
+    customs, enf = w["customs"], w["enforcement"]
+    state = build_state(enf, customs, FIRST - timedelta(days=1))
+    for d in _days():
+        state = advance(state, enf, customs, d)  # all outcomes passed: only those reported on d are added
+        _assert_state_equal(state, build_state(enf, customs, d))
+    assert (state.counts.kind == "office_importer").any() and (state.counts.kind == "hs6_origin").any()
+
+
+def test_features_from_the_state_equal_the_full_rebuild(world):
+    """Scoring reads profiles from the daily state; training rebuilds them from outcomes: same numbers."""
+    _, w = world
+    customs, enf = w["customs"], w["enforcement"]
+    state = build_state(enf, customs, FIRST - timedelta(days=1))
+    checked = 0
+    corrected_days = set(enf[enf.record_id.str.startswith("ZZ-")].reported_date.dt.date)
+    for d in _days():
+        state = advance(state, enf, customs, d)
+        if d not in corrected_days and d.toordinal() % 4:
+            continue
+        items = customs[customs.declaration_date == pd.Timestamp(d)].reset_index(drop=True)
+        if items.empty:
+            continue
+        inp = _inputs(w, d)
+        full = build_features(items, **inp)
+        incremental = build_features(items, **inp, profile_state=state)
+        pd.testing.assert_frame_equal(full, incremental)
+        assert (full.office_importer_n_insp > 0).any() and (full.hs6_origin_n_insp > 0).any()
+        checked += 1
+    assert checked >= 5
+
+
+def test_state_refuses_items_of_another_day(world):
+    _, w = world
+    state = build_state(w["enforcement"], w["customs"], FIRST)
+    items = w["customs"][w["customs"].declaration_date == pd.Timestamp(FIRST + timedelta(days=1))]
+    with pytest.raises(ValueError, match="other days"):
+        build_features(items, **_inputs(w, FIRST + timedelta(days=1)), profile_state=state)
+
+
+def test_daily_run_persists_extends_and_reruns_identically(world, monkeypatch):
+    settings, w = world
+    customs, enf = w["customs"], w["enforcement"]
+    base = settings.gold / "profiles"
+    calls = {"build": 0}
+    real_build = profiles.build_state
+
+    def counting_build(*a, **k):
+        calls["build"] += 1
+        return real_build(*a, **k)
+
+    monkeypatch.setattr(profiles, "build_state", counting_build)
+    days = list(_days())[:8]
+    for d in days:
+        inp = _inputs(w, d)
+        state = update_profiles(settings, d, inp["outcomes"], inp["customs_history"])
+        _assert_state_equal(state, real_build(enf, customs, d))
+    assert calls["build"] == 1, "only the first day is a full rebuild; later days extend the previous state"
+    assert profiles.snapshot_dates(base) == days
+    # Re-running a day rewrites the same bytes.
+    part = base / f"reported_date={days[3]}" / "part-0.parquet"
+    before = part.read_bytes()
+    inp = _inputs(w, days[3])
+    update_profiles(settings, days[3], inp["outcomes"], inp["customs_history"])
+    assert part.read_bytes() == before
+    # A late extract for an earlier reported date changes what the saved state was built from: rebuild.
+    late = enf[enf.reported_date == pd.Timestamp(days[2])].head(1).assign(
+        record_id="LATE-1", result="FRAUD", reported_date=pd.Timestamp(days[2]))
+    late = late.assign(declaration_id=customs[customs.declaration_date < pd.Timestamp(days[0])].declaration_id.iloc[-1],
+                       item_no=1)
+    enf2 = pd.concat([enf, late.astype(enf.dtypes.to_dict())], ignore_index=True)
+    d = days[-1] + timedelta(days=1)
+    inp = _inputs({**w, "enforcement": enf2}, d)
+    n0 = calls["build"]
+    state = update_profiles(settings, d, inp["outcomes"], inp["customs_history"])
+    assert calls["build"] == n0 + 1
+    _assert_state_equal(state, real_build(enf2, customs, d))

@@ -1,0 +1,296 @@
+"""KPIs: exact figures on a hand-made day, then the daily report on a tiny world (tables, HTML, as-of
+snapshots, byte-identical re-runs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sunat_pipeline import feedback, ingest, kpi, monitor, report, train
+from sunat_pipeline.features import build_features, item_frame
+from sunat_pipeline.inspection import inspect_day
+from sunat_pipeline.lake import atomic_write_bytes, partition, write_parquet_atomic
+from sunat_pipeline.rules import evaluate, load_rules, summarise
+from sunat_pipeline.select import rollup, select_channels
+from sunat_pipeline.settings import get_settings
+from sunat_pipeline.sources import SOURCES
+from sunat_pipeline.world import WorldConfig, generate
+
+DAY = pd.Timestamp("2026-07-01")
+
+# One office-day of office 118 (ten declarations) and two declarations of office 235.
+# id: (channel, reason, expected revenue, fraud probability, outcome, revenue recovered)
+DECL = {
+    "D00": ("RED", "mandatory_rule", 10.0, 0.2, "FRAUD", 100.0),
+    "D01": ("RED", "exploitation", 1000.0, 0.9, "FRAUD", 1000.0),
+    "D02": ("RED", "exploitation", 900.0, 0.8, "CLEAN", 0.0),
+    "D03": ("YELLOW", "exploitation", 800.0, 0.7, "FRAUD", 300.0),
+    "D07": ("GREEN", "none", 700.0, 0.6, None, 0.0),
+    "D08": ("GREEN", "none", 600.0, 0.5, None, 0.0),
+    "D05": ("YELLOW", "random", 500.0, 0.4, "CLEAN", 0.0),
+    "D09": ("GREEN", "none", 300.0, 0.3, None, 0.0),
+    "D04": ("RED", "random", 100.0, 0.2, "FRAUD", 50.0),
+    "D06": ("YELLOW", "exploration", 50.0, 0.05, "FRAUD", 20.0),
+    "E00": ("RED", "exploitation", 200.0, 0.5, "FRAUD", 200.0),
+    "E01": ("GREEN", "none", 100.0, 0.1, None, 0.0),
+}
+
+
+def _hand_day():
+    rows, off = [], []
+    for did, (ch, why, rev, p, res, got) in DECL.items():
+        rows.append({"declaration_id": did, "item_no": 1, "declaration_date": DAY,
+                     "customs_office": "235" if did.startswith("E") else "118", "importer_id": f"I{did}",
+                     "hs_code": "8517120000", "origin_country": "CN", "fraud_probability": p,
+                     "expected_revenue_usd": rev, "uncertainty": 0.1, "rule_score": 0.3 if why == "mandatory_rule"
+                     else 0.0, "rule_hits": ["DRG-01"] if why == "mandatory_rule" else [], "channel": ch,
+                     "selection_reason": why, "mandatory": why == "mandatory_rule"})
+        if res:
+            off.append({"record_id": f"R{did}", "declaration_id": did, "item_no": 1, "result": res,
+                        "offence_code": "undervaluation" if res == "FRAUD" else "", "revenue_recovered_usd": got,
+                        "penalty_usd": got / 2, "reported_date": DAY + pd.Timedelta(days=2)})
+    # D01 has a second item, inspected and clean: the declaration is still a hit.
+    rows.append({**rows[1], "item_no": 2, "fraud_probability": 0.1, "expected_revenue_usd": 10.0})
+    off.append({"record_id": "RD01b", "declaration_id": "D01", "item_no": 2, "result": "CLEAN", "offence_code": "",
+                "revenue_recovered_usd": 0.0, "penalty_usd": 0.0, "reported_date": DAY + pd.Timedelta(days=2)})
+    # An earlier offence of D04's importer: D04's discovery is not a new importer.
+    off.append({"record_id": "OLD", "declaration_id": "X", "item_no": 1, "result": "FRAUD", "offence_code": "origin",
+                "revenue_recovered_usd": 5.0, "penalty_usd": 2.5, "reported_date": DAY - pd.Timedelta(days=30),
+                "importer_id": "ID04"})
+    off = pd.DataFrame(off)
+    off["importer_id"] = off.importer_id.fillna("I" + off.declaration_id)
+    return pd.DataFrame(rows), off
+
+
+@pytest.fixture(scope="module")
+def hand():
+    items, off = _hand_day()
+    it = kpi.item_outcomes(items, off)
+    decl = kpi.declarations(it)
+    return it, decl, off
+
+
+def test_declarations_roll_up_and_rank_against_the_exploitation_cut(hand):
+    _, decl, _ = hand
+    d = decl.set_index("declaration_id")
+    assert d.loc["D01", "n_items"] == 2 and d.loc["D01", "items_inspected"] == 2 and d.loc["D01", "items_fraud"] == 1
+    assert d.loc["D01", "fraud"] and d.loc["D01", "fraud_probability"] == pytest.approx(1 - 0.1 * 0.9)
+    assert d.loc["D00", "rule_hits"] == "DRG-01" and d.loc["D01", "offence_codes"] == "undervaluation"
+    assert d.loc["D01", "cut"] == 6 and d.loc["E00", "cut"] == 1  # non-mandatory selections of the office-day
+    assert pd.isna(d.loc["D00", "rank_revenue"]) and not d.loc["D00", "missed_by_exploitation"]
+    assert d.loc["D05", "rank_revenue"] == 6 and not d.loc["D05", "missed_by_exploitation"]
+    assert d.loc["D04", "rank_revenue"] == 8 and d.loc["D04", "missed_by_exploitation"]
+    assert d.loc["D06", "rank_probability"] == 9 and d.loc["D06", "missed_by_exploitation"]
+    assert d.loc["D02", "inspected"] and not d.loc["D02", "fraud"] and not d.loc["D07", "inspected"]
+
+
+def test_efficiency_hit_rates_and_the_efficiency_index(hand):
+    _, decl, _ = hand
+    green = kpi.green_estimate(decl, min_sample=5)
+    e = kpi.efficiency(decl, green)
+    o = e[(e.period_type == "all") & (e.customs_office == "118")].iloc[0]
+    assert (o.declarations, o.selected, o.inspected, o.frauds, o.green) == (10, 7, 7, 5, 3)
+    assert o.selection_rate == pytest.approx(0.7)
+    assert o.hit_rate_red == pytest.approx(3 / 4) and o.hit_rate_yellow == pytest.approx(2 / 3)
+    assert o.hit_rate_targeted == pytest.approx(4 / 5) and o.hit_rate_random == pytest.approx(1 / 2)
+    assert o.efficiency_index == pytest.approx(1.6)
+    assert o.lift_exploitation == pytest.approx((2 / 3) / (1 / 2))
+    assert o.discoveries == 2 and o.discovery_revenue_usd == pytest.approx(70.0)
+    assert o.revenue_recovered_usd == pytest.approx(1470.0)
+    a = e[(e.period_type == "all") & (e.customs_office == kpi.ALL)].iloc[0]
+    assert (a.declarations, a.frauds) == (12, 6) and a.hit_rate_targeted == pytest.approx(5 / 6)
+    assert a.efficiency_index == pytest.approx((5 / 6) / (1 / 2))
+    # One day only: the day, week and all rows agree.
+    for ptype in ("day", "week"):
+        r = e[(e.period_type == ptype) & (e.customs_office == kpi.ALL)].iloc[0]
+        assert r.frauds == a.frauds and r.efficiency_index == pytest.approx(a.efficiency_index)
+    assert set(e.period_type) == {"day", "week", "all"} and set(e.customs_office) == {"118", "235", kpi.ALL}
+
+
+def test_undetected_fraud_in_green_from_random_selections(hand):
+    _, decl, _ = hand
+    # Too few random selections below the exploitation cut (1 < 5): every random selection is used.
+    g = kpi.green_estimate(decl, min_sample=5)
+    assert g["basis"] == "all random selections" and (g["n"], g["frauds"]) == (2, 1) and g["rate"] == 0.5
+    assert 0 < g["low"] < 0.5 < g["high"] < 1
+    e = kpi.efficiency(decl, g)
+    a = e[(e.period_type == "all") & (e.customs_office == kpi.ALL)].iloc[0]
+    assert a.undetected_frauds_est == pytest.approx(4 * 0.5)  # 4 GREEN declarations
+    assert a.undetected_revenue_est_usd == pytest.approx(2.0 * 50.0)  # revenue of a random hit
+    assert a.missed_share_est == pytest.approx(2.0 / (2.0 + 6))
+    g1 = kpi.green_estimate(decl, min_sample=1)
+    assert g1["basis"] == "random below the exploitation cut" and (g1["n"], g1["frauds"]) == (1, 1)
+
+
+def test_channels_cube_and_discoveries(hand):
+    it, decl, off = hand
+    c = kpi.channels(decl)
+    red = c[(c.period_type == "all") & (c.customs_office == kpi.ALL) & (c.channel == "RED")
+            & (c.selection_reason == kpi.ALL)].iloc[0]
+    assert (red.declarations, red.inspected, red.frauds) == (5, 5, 4) and red.hit_rate == pytest.approx(0.8)
+    tot = c[(c.period_type == "all") & (c.customs_office == kpi.ALL) & (c.channel == kpi.ALL)
+            & (c.selection_reason == kpi.ALL)].iloc[0]
+    assert tot.declarations == 12 and tot["items"] == 13 and tot.items_inspected == 9
+    parts = c[(c.period_type == "all") & (c.customs_office != kpi.ALL) & (c.channel != kpi.ALL)
+              & (c.selection_reason != kpi.ALL)]
+    assert parts.declarations.sum() == 12 and parts.frauds.sum() == 6
+    d = kpi.discoveries(decl, off).set_index("declaration_id")
+    assert set(d.index) == {"D04", "D06"} and d.missed_by_exploitation.all()
+    assert d.loc["D04", "importer_prior_frauds"] == 1 and not d.loc["D04", "new_importer"]
+    assert d.loc["D06", "new_importer"]
+
+
+def test_kpis_of_a_lake_with_nothing_scored_yet(tmp_path):
+    s = get_settings(lake_root=tmp_path / "data")
+    t = kpi.compute(s, DAY.date())
+    assert set(t) == set(kpi.TABLES)
+    row = t["summary"].iloc[0]
+    assert row.declarations == 0 and row.frauds_found == 0 and np.isnan(row.efficiency_index)
+    assert t["efficiency"].empty and t["discoveries"].empty and len(t["rules"]) == len(load_rules(s.rules_path).rules)
+    page = report.render(s, DAY.date(), t, pd.DataFrame())
+    assert page.startswith(b"<!DOCTYPE html>") and b"Nothing yet" in page
+
+
+# --- the daily report on a tiny world ---------------------------------------------------------------------
+
+CFG = WorldConfig(seed=7, history_days=45, live_days=3, declarations_per_day=60, min_delay_days=1, max_delay_days=1)
+D1, D2, _ = CFG.live_dates
+
+
+def _score_by_hand(settings, day):
+    """Rules as the model (no MLflow), channels by the real selection policy; as scoring writes them."""
+    items = ingest.silver(settings, "customs", upto=day, since=day).sort_values(
+        ["declaration_id", "item_no"]).reset_index(drop=True)
+    X = build_features(items, **train.load_inputs(settings, day))
+    frame = item_frame(items, X)
+    rules = load_rules(settings.rules_path)
+    wv = feedback.version_before(settings, day)
+    rs = summarise(rules, evaluate(rules, frame), feedback.load_version(settings, wv)["weights"], frame)
+    jitter = pd.util.hash_pandas_object(items[["declaration_id", "item_no"]], index=False).to_numpy() % 1000 / 1e4
+    p = np.clip(0.03 + 0.5 * rs.rule_score.to_numpy() + jitter, 0, 0.95)
+    rev = items.cif_usd.to_numpy() * 0.3
+    scored = pd.concat([items, rs], axis=1).assign(
+        fraud_probability=p, revenue_if_fraud_usd=rev, expected_revenue_usd=p * rev, uncertainty=p * (1 - p))
+    decl = select_channels(rollup(scored), settings.selection, day, settings.seed)
+    scored = scored.join(decl.set_index("declaration_id")[["channel", "selection_reason"]], on="declaration_id")
+    out = scored.assign(declaration_date=pd.to_datetime(scored.declaration_date).dt.date, model_name="hand",
+                        model_version="0", rule_weights_version=wv, run_id=f"hand-{day}",
+                        scored_at=pd.Timestamp(datetime(2026, 1, 1, tzinfo=UTC)),
+                        reasons=[["hand"]] * len(scored)).drop(columns=["rule_reasons"])
+    write_parquet_atomic(out, partition(settings.scored_dir, "declaration_date", day) / "part-0.parquet")
+    run = {"declaration_date": day.isoformat(), "model_version": "0", "rule_weights_version": wv}
+    atomic_write_bytes(partition(settings.gold / "score_runs", "declaration_date", day) / "run.json",
+                       json.dumps(run).encode())
+    return out
+
+
+class _Stub:
+    def predict(self, X):
+        return pd.DataFrame({"fraud_probability": 1 / (1 + np.exp(-(X.log_cif.to_numpy() - 9)))})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Two live days scored by hand, fed back and inspected; D2's report published twice, then D1's KPIs
+    computed after D2 (a past day's snapshot)."""
+    tmp = tmp_path_factory.mktemp("kpi_world")
+    s = get_settings(lake_root=tmp / "data", mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db",
+                     selection={"default_capacity": {"red": 3, "yellow": 4}})
+    generate(CFG, s.lake)
+    for d in (D1, D2):
+        for src in SOURCES:
+            ingest.ingest_source(s, src, d)
+        _score_by_hand(s, d)
+        feedback.update(s, d)
+        inspect_day(s, d)
+    # The drift reference of the stand-in model, as training would have left it (no MLflow needed).
+    monitor.reference_frame(s, "0", model=_Stub(), training_date=D1)
+    handler, logger = _Collect(), logging.getLogger("sunat_pipeline.report")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        out = report.publish(s, D2)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return {"settings": s, "out": out, "logs": handler.messages, "again": kpi.compute(s, D2),
+            "d1": kpi.compute(s, D1)}
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_daily_report_writes_every_table_and_an_html_page(world):
+    s, out = world["settings"], world["out"]
+    json.dumps(out)  # small and serialisable: it goes through XCom
+    for t in kpi.TABLES:
+        assert (s.gold / "kpi" / t / f"report_date={D2}" / "part-0.parquet").exists(), t
+    page = report.report_path(s, D2)
+    assert out["report_path"] == str(page) and page.exists()
+    html = page.read_text()
+    assert html.count("<img") >= 7 and "Efficiency index" in html and "Drift against the training data" in html
+    assert any(page.resolve().as_uri() in m for m in world["logs"])
+    summary = kpi.read(s, "summary", D2).iloc[0]
+    assert summary.report_path == str(page) and summary.drift_checked
+    assert kpi.latest_summary(s)["report_date"] == D2.isoformat()
+    assert report.last_report(s) == page
+
+
+def test_report_figures_match_a_direct_count(world):
+    s = world["settings"]
+    summary = kpi.read(s, "summary", D2).iloc[0]
+    # Independently: the declarations of D1 and D2 and their current outcomes as of D2.
+    scored = pd.concat([pd.read_parquet(partition(s.scored_dir, "declaration_date", d) / "part-0.parquet")
+                        for d in (D1, D2)])
+    off = feedback.offences(s, asof=D2)
+    m = scored.merge(off[["declaration_id", "item_no", "result"]], on=["declaration_id", "item_no"], how="left")
+    per = m.groupby("declaration_id").agg(channel=("channel", "first"), reason=("selection_reason", "first"),
+                                          inspected=("result", lambda r: r.notna().any()),
+                                          fraud=("result", lambda r: (r == "FRAUD").any()))
+    red = per[(per.channel == "RED") & per.inspected]
+    assert len(red) > 0
+    assert summary.hit_rate_red == pytest.approx(red.fraud.mean())
+    targeted = per[per.reason.isin(kpi.TARGETED) & per.inspected]
+    rnd = per[(per.reason == "random") & per.inspected]
+    assert summary.hit_rate_targeted == pytest.approx(targeted.fraud.mean())
+    if rnd.fraud.mean() > 0:
+        assert summary.efficiency_index == pytest.approx(targeted.fraud.mean() / rnd.fraud.mean())
+    assert summary.frauds_found == int(per.fraud.sum())
+    today = scored[scored.declaration_date == D2].declaration_id.unique()
+    assert summary.red == int((per.loc[today].channel == "RED").sum())
+    rep = off[pd.to_datetime(off.reported_date).dt.date == D2]
+    assert summary.outcomes_reported_today == len(rep)
+    rules = kpi.read(s, "rules", D2)
+    assert rules.inspected.sum() == sum(len(h) for h in off.rule_hits)
+    growth = kpi.read(s, "offence_growth", D2)
+    assert growth.version.tolist() == [f"rw-{D1}", f"rw-{D2}"]
+    assert growth.records_folded.sum() == len(feedback.offences(s, current=False, asof=D2))
+
+
+def test_recomputing_gives_the_same_tables_and_past_days_are_snapshots(world):
+    # (Re-running a whole day through Airflow, report included, rewrites the same bytes: tests/test_e2e.py.)
+    s = world["settings"]
+    for name, df in world["again"].items():
+        stored = kpi.read(s, name, D2)
+        if name == "summary":  # publish adds the drift check and the page to the headline
+            stored = stored[df.columns]
+        pd.testing.assert_frame_equal(stored.reset_index(drop=True), df.reset_index(drop=True), check_dtype=False,
+                                      obj=name)
+    # D1's KPIs, computed after D2: as of D1, no outcome of the pipeline's selections was back yet.
+    s1 = world["d1"]["summary"].iloc[0]
+    assert s1.frauds_found == 0 and np.isnan(s1.efficiency_index) and s1.days_scored == 1
+    assert s1.weights_produced == f"rw-{D1}"
+    e = world["d1"]["efficiency"]
+    assert e.inspected.sum() == 0 and set(e[e.period_type == "day"].period) == {D1.isoformat()}
