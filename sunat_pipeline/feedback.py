@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from sunat_pipeline import overrides
 from sunat_pipeline.features import build_features, item_frame
-from sunat_pipeline.lake import atomic_write_bytes, partition, write_parquet_atomic
+from sunat_pipeline.lake import atomic_write_bytes, partition, read_files, write_parquet_atomic
 from sunat_pipeline.rules import evaluate, load_rules
 from sunat_pipeline.settings import Settings
 from sunat_pipeline.sources import SOURCES
@@ -177,28 +177,11 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def read_files(files: list[Path]) -> pd.DataFrame | None:
-    """Many Parquet files as one frame: one Arrow concatenation and one conversion (several times faster
-    than a frame per file on a lake of many small partitions). ``None`` when there are no files."""
-    if not files:
-        return None
-    tables = [pq.read_table(f) for f in files]
-    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
-
-
 def silver(settings: Settings, source: str, upto: date | None = None, since: date | None = None) -> pd.DataFrame:
-    """``ingest.silver`` (same partitions, same frame), read with ``read_files``."""
+    """Kept for callers of the former fast reader: ``ingest.silver`` now reads the same way."""
     from sunat_pipeline import ingest
 
-    spec = SOURCES[source]
-    base = settings.silver / source
-    files = []
-    for p in sorted(base.glob(f"{spec.partition_by}=*")) if base.exists() else []:
-        d = date.fromisoformat(p.name.split("=", 1)[1])
-        if (upto is None or d <= upto) and (since is None or d >= since):
-            files.extend(sorted(p.glob("*.parquet")))
-    out = read_files(files)
-    return ingest.silver(settings, source, upto=date.min) if out is None else out
+    return ingest.silver(settings, source, upto=upto, since=since)
 
 
 def _empty_db() -> pd.DataFrame:

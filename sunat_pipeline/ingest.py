@@ -40,7 +40,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from sunat_pipeline.lake import atomic_write_bytes, partition, replace_partition, sha256_file, write_parquet_atomic
+from sunat_pipeline.lake import (
+    atomic_write_bytes,
+    partition,
+    read_files,
+    replace_partition,
+    sha256_file,
+    write_parquet_atomic,
+)
 from sunat_pipeline.settings import Settings
 from sunat_pipeline.sources import (
     BADNAME,
@@ -841,17 +848,15 @@ def silver(settings: Settings, source: str, upto: date | None = None, since: dat
     """Read a silver table (optionally bounded by its partition date) with the partition as a date."""
     spec = SOURCES[source]
     base = settings.silver / source
-    frames = []
+    files = []
     for p in sorted(base.glob(f"{spec.partition_by}=*")) if base.exists() else []:
         d = date.fromisoformat(p.name.split("=", 1)[1])
         if (upto is not None and d > upto) or (since is not None and d < since):
             continue
-        for f in sorted(p.glob("*.parquet")):
-            frames.append(pd.read_parquet(f))
-    if not frames:
-        cols = {c: pd.Series(dtype="object") for c in spec.columns}
-        return pd.DataFrame(cols)
-    out = pd.concat(frames, ignore_index=True)
+        files.extend(sorted(p.glob("*.parquet")))
+    out = read_files(files)
+    if out is None:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in spec.columns})
     return out
 
 

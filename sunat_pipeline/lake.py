@@ -68,6 +68,15 @@ def replace_partition(df: pd.DataFrame, partition_dir: Path, filename: str = "pa
     return partition_dir / filename
 
 
+def read_files(files: list[Path]) -> pd.DataFrame | None:
+    """Many Parquet files as one frame: one Arrow concatenation and one conversion (several times faster
+    than a frame per file on a lake of many small partitions). ``None`` when there are no files."""
+    if not files:
+        return None
+    tables = [pq.read_table(f) for f in files]
+    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+
+
 def partition(base: Path, key: str, value: date | str) -> Path:
     v = value.isoformat() if isinstance(value, date) else str(value)
     return Path(base) / f"{key}={v}"
