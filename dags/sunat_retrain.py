@@ -1,7 +1,8 @@
 """
 ### SUNAT weekly retraining
 
-Trains a challenger on every outcome known by the run's day (or the `date` param), logs it to MLflow,
+Trains a challenger on every outcome known by the run's day (or the `date` param), after a seeded,
+time-budgeted hyperparameter search (`training.search_budget_s`, `training.search_max_trials`), logs it to MLflow,
 registers it, and moves the `champion` alias only if it beats the champion on the same recent holdout
 (see `sunat_pipeline/train.py`). The daily DAG also retrains when enough new outcomes arrive; this DAG is
 the weekly guarantee and the button a modeler presses to retrain now.
@@ -39,7 +40,7 @@ def sunat_retrain():
 
         setup()
         day = date.fromisoformat(context["params"].get("date") or context["ds"])
-        r = train.train_if_due(get_settings(), day, force=True)
+        r = train.train_if_due(get_settings(), day, force=True, search=True)
         return {k: v for k, v in r.items() if k in ("trained", "version", "promoted", "reason", "run_id")}
 
     retrain()

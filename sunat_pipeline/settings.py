@@ -72,6 +72,8 @@ class TrainingSettings(BaseModel):
     bag_size: int = 4
     promotion_margin: float = 0.0
     device: str = "cpu"
+    search_budget_s: float = Field(120.0, ge=0, description="hyperparameter search budget of a weekly retraining")
+    search_max_trials: int = Field(12, ge=1, description="at most this many search trials (reproducible cap)")
 
 
 class FeedbackSettings(BaseModel):

@@ -134,8 +134,11 @@ def last_training_date(settings: Settings) -> date | None:
     return date.fromisoformat(runs[0].data.tags["training_date"]) if runs else None
 
 
-def train_if_due(settings: Settings, asof: date, force: bool = False) -> dict:
-    """Train when there is no champion, the last training is old, or enough new labels arrived."""
+def train_if_due(settings: Settings, asof: date, force: bool = False, search: bool | None = None) -> dict:
+    """Train when there is no champion, the last training is old, or enough new labels arrived.
+
+    ``search`` (default: only when forced, i.e. the weekly ``sunat_retrain`` DAG) runs the time-budgeted
+    hyperparameter search; other retrainings reuse the champion's parameters, so the daily chain stays fast."""
     if _runs_for(settings, asof):
         log.info("training for %s already done: nothing to do (re-run)", asof)
         return {"trained": False, "reason": "already trained for this date"}
@@ -163,7 +166,7 @@ def train_if_due(settings: Settings, asof: date, force: bool = False) -> dict:
         log.info("training not due on %s (last %s)", asof, last)
         return {"trained": False, "reason": "not due"}
     log.info("training due on %s: %s", asof, reason)
-    return train_and_register(settings, asof, reason)
+    return train_and_register(settings, asof, reason, search=force if search is None else search)
 
 
 def _frame_sha256(df: pd.DataFrame) -> str:
@@ -211,6 +214,15 @@ def label_sources(settings: Settings, meta: pd.DataFrame) -> dict:
     out["label_share_random"] = out.get("label_share_random", 0.0)
     out["label_share_legacy"] = out.get("label_share_legacy", 0.0)
     out["n_labels_random"] = int(counts.get("random", 0))
+    # Selection bias: the random share is an unbiased sample of the population, the labelled set is not.
+    # The ratio of the labelled fraud rate to the random labels' fraud rate says how enriched it is.
+    if "y" in meta and out["n_labels_random"]:
+        y = meta.y.to_numpy(dtype=float)
+        rnd = (reason == "random").to_numpy()
+        out["fraud_rate_labelled"] = float(y.mean())
+        out["fraud_rate_random_labels"] = float(y[rnd].mean())
+        if y[rnd].mean() > 0:
+            out["selection_bias_factor"] = float(y.mean() / y[rnd].mean())
     return out
 
 
@@ -324,7 +336,25 @@ def _plots(out: Path, *, importance: pd.Series, shap: pd.DataFrame, X: pd.DataFr
         plt.close(fig)
 
 
-def train_and_register(settings: Settings, asof: date, reason: str = "manual") -> dict:
+def model_params(settings: Settings, X: pd.DataFrame, meta: pd.DataFrame, tr: np.ndarray, search: bool,
+                 device: str) -> tuple[dict, pd.DataFrame | None]:
+    """Parameters of the new model: searched within the time budget, else the champion's, else the settings'."""
+    from sunat_pipeline import tuning
+
+    t = settings.training
+    base = {"n_estimators": t.n_estimators, "max_depth": t.max_depth, "learning_rate": t.learning_rate}
+    _, champ = champion(settings)
+    if champ is not None:  # keep what the last search found
+        keep = {k: v for k, v in champ.get_params().items() if k not in ("seed", "device", "bag_size", "n_jobs")}
+        base.update(keep)
+    if not search:
+        return base, None
+    res = tuning.search(X[tr], meta.y[tr], meta.revenue[tr], meta.declaration_date[tr], base,
+                        budget_s=t.search_budget_s, max_trials=t.search_max_trials, seed=settings.seed, device=device)
+    return res.best, res.table()
+
+
+def train_and_register(settings: Settings, asof: date, reason: str = "manual", search: bool = False) -> dict:
     import mlflow
     from mlflow.models import infer_signature
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -337,8 +367,8 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual") -
     tr, ho = ~is_hold, is_hold
     t = settings.training
     device = resolve_device(t.device)
-    model = RiskModel(n_estimators=t.n_estimators, max_depth=t.max_depth, learning_rate=t.learning_rate,
-                      bag_size=t.bag_size, seed=settings.seed, device=device)
+    params, trials = model_params(settings, X, meta, tr, search, device)
+    model = RiskModel(**{**params, "bag_size": t.bag_size, "seed": settings.seed, "device": device})
     model.fit(X[tr], meta.y[tr], meta.revenue[tr])
     pred = model.predict(X[ho])
     y_h, rev_h = meta.y[ho].to_numpy(), meta.revenue[ho].to_numpy()
@@ -387,7 +417,9 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual") -
                          "champion_decision": why, "promoted": str(promote)})
         mlflow.log_params({**model.get_params(), "device_requested": t.device, "holdout_days": t.holdout_days,
                            "asof": asof.isoformat(), "n_features": len(FEATURES),
-                           "promotion_margin": t.promotion_margin, "primary_metric": PRIMARY_METRIC})
+                           "promotion_margin": t.promotion_margin, "primary_metric": PRIMARY_METRIC,
+                           "searched": search, "search_trials": 0 if trials is None else len(trials),
+                           "search_budget_s": t.search_budget_s if search else 0})
         mlflow.log_params({f"data_{k}" if k != "training_data_sha256" else k: v for k, v in snapshot.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         with tempfile.TemporaryDirectory() as tmp:
@@ -401,6 +433,8 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual") -
             reliability.to_csv(tmp / "reliability.csv", index=False)
             (tmp / "champion_decision.json").write_text(json.dumps(decision, indent=2, default=str))
             (tmp / "data_snapshot.json").write_text(json.dumps(snapshot, indent=2, default=str))
+            if trials is not None and len(trials):
+                trials.to_csv(tmp / "search_trials.csv", index=False)
             _plots(tmp, importance=importance, shap=shap, X=Xh, y=y_h,
                    scores={"model": pred.expected_revenue_usd.to_numpy(), "rules (rw-initial)": rule_score,
                            "random": rnd}, reliability=reliability)
