@@ -137,7 +137,7 @@ def test_retrain_request_is_honoured_once_by_the_next_training(tmp_path, monkeyp
     monkeypatch.setattr(train, "last_training_date", lambda settings: DAY - timedelta(days=2))
     monkeypatch.setattr(train, "champion", lambda settings: ("v3", object()))
     monkeypatch.setattr(ingest, "silver", lambda *a, **k: pd.DataFrame())
-    monkeypatch.setattr(train, "train_and_register", lambda settings, asof, reason: {"trained": True,
+    monkeypatch.setattr(train, "train_and_register", lambda settings, asof, reason, **kw: {"trained": True,
                                                                                      "reason": reason})
     got = train.train_if_due(s, DAY + timedelta(days=1))
     assert got["trained"] and got["reason"].startswith("drift requested")
