@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import pytest
+from handscore import score_by_hand
 
-from sunat_pipeline import feedback, ingest, kpi, monitor, report, train
-from sunat_pipeline.features import build_features, item_frame
+from sunat_pipeline import feedback, ingest, kpi, monitor, report
 from sunat_pipeline.inspection import inspect_day
-from sunat_pipeline.lake import atomic_write_bytes, partition, write_parquet_atomic
-from sunat_pipeline.rules import evaluate, load_rules, summarise
-from sunat_pipeline.select import rollup, select_channels
+from sunat_pipeline.lake import partition
+from sunat_pipeline.rules import load_rules
 from sunat_pipeline.settings import get_settings
 from sunat_pipeline.sources import SOURCES
 from sunat_pipeline.world import WorldConfig, generate
@@ -162,33 +160,6 @@ CFG = WorldConfig(seed=7, history_days=45, live_days=3, declarations_per_day=60,
 D1, D2, _ = CFG.live_dates
 
 
-def _score_by_hand(settings, day):
-    """Rules as the model (no MLflow), channels by the real selection policy; as scoring writes them."""
-    items = ingest.silver(settings, "customs", upto=day, since=day).sort_values(
-        ["declaration_id", "item_no"]).reset_index(drop=True)
-    X = build_features(items, **train.load_inputs(settings, day))
-    frame = item_frame(items, X)
-    rules = load_rules(settings.rules_path)
-    wv = feedback.version_before(settings, day)
-    rs = summarise(rules, evaluate(rules, frame), feedback.load_version(settings, wv)["weights"], frame)
-    jitter = pd.util.hash_pandas_object(items[["declaration_id", "item_no"]], index=False).to_numpy() % 1000 / 1e4
-    p = np.clip(0.03 + 0.5 * rs.rule_score.to_numpy() + jitter, 0, 0.95)
-    rev = items.cif_usd.to_numpy() * 0.3
-    scored = pd.concat([items, rs], axis=1).assign(
-        fraud_probability=p, revenue_if_fraud_usd=rev, expected_revenue_usd=p * rev, uncertainty=p * (1 - p))
-    decl = select_channels(rollup(scored), settings.selection, day, settings.seed)
-    scored = scored.join(decl.set_index("declaration_id")[["channel", "selection_reason"]], on="declaration_id")
-    out = scored.assign(declaration_date=pd.to_datetime(scored.declaration_date).dt.date, model_name="hand",
-                        model_version="0", rule_weights_version=wv, run_id=f"hand-{day}",
-                        scored_at=pd.Timestamp(datetime(2026, 1, 1, tzinfo=UTC)),
-                        reasons=[["hand"]] * len(scored)).drop(columns=["rule_reasons"])
-    write_parquet_atomic(out, partition(settings.scored_dir, "declaration_date", day) / "part-0.parquet")
-    run = {"declaration_date": day.isoformat(), "model_version": "0", "rule_weights_version": wv}
-    atomic_write_bytes(partition(settings.gold / "score_runs", "declaration_date", day) / "run.json",
-                       json.dumps(run).encode())
-    return out
-
-
 class _Stub:
     def predict(self, X):
         return pd.DataFrame({"fraud_probability": 1 / (1 + np.exp(-(X.log_cif.to_numpy() - 9)))})
@@ -205,7 +176,7 @@ def world(tmp_path_factory):
     for d in (D1, D2):
         for src in SOURCES:
             ingest.ingest_source(s, src, d)
-        _score_by_hand(s, d)
+        score_by_hand(s, d)
         feedback.update(s, d)
         inspect_day(s, d)
     # The drift reference of the stand-in model, as training would have left it (no MLflow needed).
