@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ROOT := $(abspath .)
-# The UIs read the same embedded stores as the demo (sunat_pipeline/airflow_env.py sets them for runs).
+# The UIs read the same embedded stores as the demo (sunat_pipeline/orchestration/runner.py sets them for runs).
 UI_ENV := AIRFLOW_HOME=$(ROOT)/.local/airflow AIRFLOW__CORE__DAGS_FOLDER=$(ROOT)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(ROOT)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(ROOT)/.local/airflow/airflow.db \
@@ -26,7 +26,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sunat-pipeline demo
+	$(BIN)/sunat-sim demo
 
 # Airflow UI on :8080 and MLflow UI on :5000, on the demo's embedded stores. Ctrl-C stops both.
 ui: $(STAMP)

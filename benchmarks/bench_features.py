@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sunat_pipeline.features import FEATURES, build_features
-from sunat_pipeline.profiles import advance, build_state
+from sunat_pipeline.features.build import FEATURES, build_features
+from sunat_pipeline.features.history import advance, build_state
 
 START = date(2025, 1, 1)
 

@@ -17,8 +17,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline.features import FEATURES
-from sunat_pipeline.select import item_embedding, rollup, select_channels
+from sunat_pipeline.features.build import FEATURES
+from sunat_pipeline.selection.select import item_embedding, rollup, select_channels
 from sunat_pipeline.settings import OfficeCapacity, SelectionSettings
 
 OFFICES = {"118": 0.55, "235": 0.20, "172": 0.10, "046": 0.08, "019": 0.07}

@@ -26,8 +26,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline.metrics import targeting_report
-from sunat_pipeline.model import RiskModel  # sets OMP_WAIT_POLICY=PASSIVE before XGBoost loads (see model.py)
+from sunat_pipeline.modeling.metrics import targeting_report
+from sunat_pipeline.modeling.model import RiskModel  # sets OMP_WAIT_POLICY=PASSIVE before XGBoost loads (see model.py)
 from sunat_pipeline.settings import get_settings
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from sunat_sim.world import truth_dir
+
 TARGETED = ("mandatory_rule", "exploitation", "exploration")
 
 
@@ -40,7 +42,7 @@ def _rate(hits: int, n: int) -> dict:
 
 def capacity_for_day(settings, day, rate: float, red_share: float = 0.4):
     """Per-office capacity: ``rate`` of the day's declarations (at least one), RED ``red_share`` of it."""
-    from sunat_pipeline import ingest
+    from sunat_pipeline.ingest import pipeline as ingest
     from sunat_pipeline.settings import OfficeCapacity
 
     items = ingest.silver(settings, "customs", upto=day, since=day)
@@ -55,10 +57,13 @@ def capacity_for_day(settings, day, rate: float, red_share: float = 0.4):
 
 def run_world(workdir: Path, history_days: int, live_days: int, per_day: int, seed: int, rate: float,
               selection: dict | None = None) -> dict:
-    from sunat_pipeline import feedback, inspection, score, train
-    from sunat_pipeline import ingest as ing
+    from sunat_pipeline.feedback import offences as feedback
+    from sunat_pipeline.ingest import pipeline as ing
+    from sunat_pipeline.modeling import train
+    from sunat_pipeline.selection import score
     from sunat_pipeline.settings import get_settings
-    from sunat_pipeline.world import SOURCES, WorldConfig, generate
+    from sunat_sim import inspection
+    from sunat_sim.world import SOURCES, WorldConfig, generate
 
     s = get_settings(lake_root=workdir / "data", mlflow_tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     cfg = WorldConfig(seed=seed, history_days=history_days, live_days=live_days, declarations_per_day=per_day)
@@ -83,7 +88,7 @@ def run_world(workdir: Path, history_days: int, live_days: int, per_day: int, se
 
 def evaluate(settings, dates) -> dict:
     """Hit rates per selection reason from the ground truth (declaration level)."""
-    truth = pd.read_parquet(settings.truth / "items.parquet")
+    truth = pd.read_parquet(truth_dir(settings.lake) / "items.parquet")
     frames = [pd.read_parquet(settings.scored_dir / f"declaration_date={d.isoformat()}" / "part-0.parquet",
                               columns=["declaration_id", "declaration_date", "channel", "selection_reason"])
               for d in dates]

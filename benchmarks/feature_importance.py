@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline import ingest, train
-from sunat_pipeline.features import catalog_frame
-from sunat_pipeline.model import RiskModel
+from sunat_pipeline.features.build import catalog_frame
+from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline.ingest.sources import SOURCES
+from sunat_pipeline.modeling import train
+from sunat_pipeline.modeling.model import RiskModel
 from sunat_pipeline.settings import get_settings
-from sunat_pipeline.sources import SOURCES
-from sunat_pipeline.world import WorldConfig, generate
+from sunat_sim.world import WorldConfig, generate
 
 # Features added by issue #4 (the rest existed before): the ablation drops these.
 NEW = ["insurance_share", "unit_value_robust_z", "unit_value_qty_robust_z", "unit_value_past_log_ratio",

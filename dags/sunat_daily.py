@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from sunat_pipeline.assets import MODEL, OFFENCES, RULE_WEIGHTS, SCORED, SILVER
+from sunat_pipeline.orchestration.assets import MODEL, OFFENCES, RULE_WEIGHTS, SCORED, SILVER
 
 SOURCES = ("customs", "tax", "enforcement", "reference_prices", "exchange_rates")
 DEFAULT_ARGS = {"owner": "risk-targeting", "retries": 2, "retry_delay": timedelta(seconds=30)}
@@ -55,7 +55,7 @@ def sunat_daily():
         import logging
         from datetime import date
 
-        from sunat_pipeline import ingest as ing
+        from sunat_pipeline.ingest import pipeline as ing
         from sunat_pipeline.logs import setup
         from sunat_pipeline.settings import get_settings
 
@@ -74,7 +74,7 @@ def sunat_daily():
     def reconcile(ingested: list[dict], **context) -> dict:
         from datetime import date
 
-        from sunat_pipeline import ingest as ing
+        from sunat_pipeline.ingest import pipeline as ing
         from sunat_pipeline.logs import setup
         from sunat_pipeline.settings import get_settings
 
@@ -86,8 +86,8 @@ def sunat_daily():
     def train_if_due(recon: dict, **context) -> dict:
         from datetime import date
 
-        from sunat_pipeline import train
         from sunat_pipeline.logs import setup
+        from sunat_pipeline.modeling import train
         from sunat_pipeline.settings import get_settings
 
         setup()
@@ -98,8 +98,8 @@ def sunat_daily():
     def score(trained: dict, **context) -> dict:
         from datetime import date
 
-        from sunat_pipeline import score as sc
         from sunat_pipeline.logs import setup
+        from sunat_pipeline.selection import score as sc
         from sunat_pipeline.settings import get_settings
 
         setup()
@@ -109,7 +109,7 @@ def sunat_daily():
     def feedback(scored: dict, **context) -> dict:
         from datetime import date
 
-        from sunat_pipeline import feedback as fb
+        from sunat_pipeline.feedback import offences as fb
         from sunat_pipeline.logs import setup
         from sunat_pipeline.settings import get_settings
 
@@ -120,8 +120,8 @@ def sunat_daily():
     def kpi_report(fed: dict, **context) -> dict:
         from datetime import date
 
-        from sunat_pipeline import report as rp
         from sunat_pipeline.logs import setup
+        from sunat_pipeline.reporting import report as rp
         from sunat_pipeline.settings import get_settings
 
         setup()

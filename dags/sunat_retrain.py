@@ -4,7 +4,7 @@
 Trains a challenger on every outcome known by the run's day (or the `date` param), after a seeded,
 time-budgeted hyperparameter search (`training.search_budget_s`, `training.search_max_trials`), logs it to MLflow,
 registers it, and moves the `champion` alias only if it beats the champion on the same recent holdout
-(see `sunat_pipeline/train.py`). The daily DAG also retrains when enough new outcomes arrive; this DAG is
+(see `sunat_pipeline/modeling/train.py`). The daily DAG also retrains when enough new outcomes arrive; this DAG is
 the weekly guarantee and the button a modeler presses to retrain now.
 """
 
@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from sunat_pipeline.assets import MODEL
+from sunat_pipeline.orchestration.assets import MODEL
 
 
 @dag(
@@ -34,8 +34,8 @@ def sunat_retrain():
     def retrain(**context) -> dict:
         from datetime import date
 
-        from sunat_pipeline import train
         from sunat_pipeline.logs import setup
+        from sunat_pipeline.modeling import train
         from sunat_pipeline.settings import get_settings
 
         setup()

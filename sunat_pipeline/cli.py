@@ -1,4 +1,6 @@
-"""`sunat-pipeline` command line: the synthetic world, the inspection simulator, and running days."""
+"""`sunat-pipeline` command line: run days, evaluate on external data, operate models, weights and overrides.
+
+The synthetic world and the inspection simulator have their own command, ``sunat-sim``."""
 
 from __future__ import annotations
 
@@ -19,34 +21,8 @@ def _date(s: str) -> date:
     return date.fromisoformat(s)
 
 
-def cmd_generate(a) -> int:
-    import shutil
-
-    from sunat_pipeline.world import WorldConfig, generate
-
-    s = get_settings()
-    if (s.landing.exists() or s.truth.exists()) and not a.force:
-        print(f"a world already exists under {s.lake}; use --force to replace it (this deletes the lake)",
-              file=sys.stderr)
-        return 2
-    if a.force and s.lake.exists():
-        shutil.rmtree(s.lake)
-    cfg = WorldConfig(seed=a.seed if a.seed is not None else s.seed, start_date=a.start, history_days=a.history_days,
-                      live_days=a.live_days, declarations_per_day=a.per_day, min_delay_days=a.min_delay,
-                      max_delay_days=a.max_delay)
-    print(json.dumps(generate(cfg, s.lake), indent=2))
-    return 0
-
-
-def cmd_inspect(a) -> int:
-    from sunat_pipeline.inspection import inspect_day
-
-    print(json.dumps(inspect_day(get_settings(), a.date), indent=2))
-    return 0
-
-
 def cmd_run_day(a) -> int:
-    from sunat_pipeline.airflow_env import run_dag
+    from sunat_pipeline.orchestration.runner import run_dag
 
     s = get_settings()
     t = time.time()
@@ -55,15 +31,8 @@ def cmd_run_day(a) -> int:
     return 0
 
 
-def cmd_summary(a) -> int:
-    from sunat_pipeline import demo
-
-    demo.print_summary(get_settings())
-    return 0
-
-
 def cmd_weights_history(a) -> int:
-    from sunat_pipeline.feedback import weights_history
+    from sunat_pipeline.feedback.offences import weights_history
 
     h = weights_history(get_settings())
     if a.rule:
@@ -76,7 +45,7 @@ def cmd_weights_history(a) -> int:
 
 
 def cmd_pin(a) -> int:
-    from sunat_pipeline.train import pin_champion
+    from sunat_pipeline.modeling.train import pin_champion
 
     pin_champion(get_settings(), a.version)
     print(f"champion -> version {a.version}")
@@ -86,7 +55,7 @@ def cmd_pin(a) -> int:
 def cmd_evaluate(a) -> int:
     from pathlib import Path
 
-    from sunat_pipeline.evaluate import evaluate
+    from sunat_pipeline.modeling.evaluate import evaluate
 
     res = evaluate(a.mapping, a.train, a.test, budget_s=a.budget_s, max_trials=a.max_trials,
                    do_search=not a.no_search, seed=a.seed, bag_size=a.bag_size, n_jobs=a.n_jobs)
@@ -98,7 +67,7 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_override(a) -> int:
-    from sunat_pipeline.overrides import record
+    from sunat_pipeline.selection.overrides import record
 
     try:
         rec = record(get_settings(), a.declaration, a.channel, a.officer, a.why, day=a.date)
@@ -109,42 +78,15 @@ def cmd_override(a) -> int:
     return 0
 
 
-def cmd_demo(a) -> int:
-    from sunat_pipeline import demo
-
-    return demo.run(get_settings(), history_days=a.history_days, live_days=a.live_days, per_day=a.per_day,
-                    seed=a.seed)
-
-
 def main(argv: list[str] | None = None) -> int:
     setup()
     p = argparse.ArgumentParser(prog="sunat-pipeline", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("generate", help="generate the synthetic world into the landing zone")
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--start", type=_date, default=date(2026, 1, 1))
-    g.add_argument("--history-days", type=int, default=180)
-    g.add_argument("--live-days", type=int, default=14)
-    g.add_argument("--per-day", type=int, default=300, help="declarations per day")
-    g.add_argument("--min-delay", type=int, default=1, help="min days before an inspection result is reported")
-    g.add_argument("--max-delay", type=int, default=5)
-    g.add_argument("--force", action="store_true", help="replace an existing lake")
-    g.set_defaults(fn=cmd_generate)
-    i = sub.add_parser("inspect", help="simulate the inspections of a scored day")
-    i.add_argument("--date", type=_date, required=True)
-    i.set_defaults(fn=cmd_inspect)
     r = sub.add_parser("run-day", help="run (or re-run) one day through Airflow")
     r.add_argument("--date", type=_date, required=True)
     r.add_argument("--dag", default="sunat_daily")
     r.add_argument("--verbose", action="store_true", help="stream Airflow's output")
     r.set_defaults(fn=cmd_run_day)
-    d = sub.add_parser("demo", help="generate a world and run its live days through Airflow")
-    d.add_argument("--history-days", type=int, default=180)
-    d.add_argument("--live-days", type=int, default=14)
-    d.add_argument("--per-day", type=int, default=300)
-    d.add_argument("--seed", type=int, default=42)
-    d.set_defaults(fn=cmd_demo)
-    sub.add_parser("summary", help="print the per-day summary").set_defaults(fn=cmd_summary)
     pc = sub.add_parser("pin-champion", help="rollback: point @champion at an earlier model version")
     pc.add_argument("--version", required=True)
     pc.set_defaults(fn=cmd_pin)

@@ -76,6 +76,25 @@ class TrainingSettings(BaseModel):
     search_max_trials: int = Field(12, ge=1, description="at most this many search trials (reproducible cap)")
 
 
+class TaxSettings(BaseModel):
+    """Import taxes the administration levies on CIF (Peru: IGV 16% and IPM 2% on CIF plus duty)."""
+
+    igv_rate: float = Field(0.16, ge=0, le=1, description="general sales tax (IGV) on CIF + duty")
+    ipm_rate: float = Field(0.02, ge=0, le=1, description="municipal promotion tax (IPM) on CIF + duty")
+
+
+class IngestSettings(BaseModel):
+    """The landing zone's completeness contract (docs/landing.md)."""
+
+    done_markers: list[str] = Field(
+        default_factory=list, description="sources whose producers write in place and drop <file>.done when "
+        "complete ('*' for every source); without a marker their files wait (status pending). Other sources "
+        "land by an atomic rename from a hidden or temporary name")
+
+    def marker_required(self, source: str) -> bool:
+        return "*" in self.done_markers or source in self.done_markers
+
+
 class FeedbackSettings(BaseModel):
     prior_hits: float = 2.0
     prior_misses: float = 8.0
@@ -84,7 +103,7 @@ class FeedbackSettings(BaseModel):
 
 
 class MonitoringSettings(BaseModel):
-    """Drift monitoring (sunat_pipeline/monitor.py) and KPI reports (sunat_pipeline/kpi.py, docs/kpi.md)."""
+    """Drift monitoring (reporting/monitor.py) and KPI reports (reporting/kpi.py, docs/kpi.md)."""
 
     psi_threshold: float = Field(0.25, description="PSI past which the run warns and requests a retraining")
     psi_notice: float = Field(0.10, description="PSI past which a variable is logged as moderately drifted")
@@ -115,6 +134,8 @@ class Settings(BaseSettings):
     registered_model: str = "sunat_risk_model"
     seed: int = 42
     rules_file: Path | None = None
+    tax: TaxSettings = TaxSettings()
+    ingest: IngestSettings = IngestSettings()
     selection: SelectionSettings = SelectionSettings()
     training: TrainingSettings = TrainingSettings()
     feedback: FeedbackSettings = FeedbackSettings()
@@ -165,11 +186,6 @@ class Settings(BaseSettings):
         return self.lake / "gold"
 
     @property
-    def truth(self) -> Path:
-        """Ground truth of the synthetic world: read only by the simulator and evaluation."""
-        return self.lake / "world_truth"
-
-    @property
     def scored_dir(self) -> Path:
         return self.gold / "scored_declarations"
 
@@ -185,9 +201,7 @@ class Settings(BaseSettings):
     def tracking_uri(self) -> str:
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
-        db = (self.root / ".local" / "mlflow" / "mlflow.db").resolve()
-        db.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{db}"
+        return f"sqlite:///{(self.root / '.local' / 'mlflow' / 'mlflow.db').resolve()}"
 
     @property
     def mlflow_artifacts(self) -> Path:

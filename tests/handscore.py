@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline import feedback, ingest, train
-from sunat_pipeline.features import build_features, item_frame
-from sunat_pipeline.lake import atomic_write_bytes, partition, write_parquet_atomic
-from sunat_pipeline.rules import evaluate, load_rules, summarise
-from sunat_pipeline.select import rollup, select_channels
+from sunat_pipeline.features.build import build_features, item_frame
+from sunat_pipeline.feedback import offences as feedback
+from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline.lake.store import atomic_write_bytes, partition, write_parquet_atomic
+from sunat_pipeline.modeling import train
+from sunat_pipeline.selection.rules import evaluate, load_rules, summarise
+from sunat_pipeline.selection.select import rollup, select_channels
 
 
 def score_by_hand(settings, day) -> pd.DataFrame:

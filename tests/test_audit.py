@@ -11,12 +11,15 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from sunat_pipeline import feedback, ingest, overrides, score, train
 from sunat_pipeline.cli import main as cli
-from sunat_pipeline.inspection import inspect_day
-from sunat_pipeline.model import RiskModel
+from sunat_pipeline.feedback import offences as feedback
+from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline.modeling import train
+from sunat_pipeline.modeling.model import RiskModel
+from sunat_pipeline.selection import overrides, score
 from sunat_pipeline.settings import OfficeCapacity, SelectionSettings, get_settings
-from sunat_pipeline.world import SOURCES, WorldConfig, generate
+from sunat_sim.inspection import inspect_day
+from sunat_sim.world import SOURCES, WorldConfig, generate, truth_dir
 
 SEL = SelectionSettings(default_capacity=OfficeCapacity(red=2, yellow=3), random_share=0.2, exploration_share=0.2)
 
@@ -91,12 +94,12 @@ def test_scored_output_carries_reasons_and_the_new_columns(world):
 def test_rerunning_the_same_run_adds_nothing_and_needs_no_truth(world):
     w = world
     before = _digest(w.s.gold)
-    hidden = w.s.truth.with_name("truth_hidden")
-    w.s.truth.rename(hidden)
+    hidden = truth_dir(w.s.lake).with_name("truth_hidden")
+    truth_dir(w.s.lake).rename(hidden)
     try:
         again = score.score_day(w.s, w.d1)
     finally:
-        hidden.rename(w.s.truth)
+        hidden.rename(truth_dir(w.s.lake))
     assert again["run_id"] == w.run["run_id"]
     assert _digest(w.s.gold) == before  # scored partition, manifest and audit: byte-identical
     assert len(score.read_audit(w.s, w.d1)) == len(score.read_audit(w.s, w.d1).drop_duplicates("decision_id"))

@@ -11,12 +11,12 @@ import duckdb
 import pandas as pd
 import pytest
 
-from sunat_pipeline import feedback
-from sunat_pipeline.airflow_env import run_dag
-from sunat_pipeline.inspection import inspect_day
-from sunat_pipeline.score import CONTRACT_COLUMNS
+from sunat_pipeline.feedback import offences as feedback
+from sunat_pipeline.orchestration.runner import run_dag
+from sunat_pipeline.selection.score import CONTRACT_COLUMNS
 from sunat_pipeline.settings import get_settings
-from sunat_pipeline.world import WorldConfig, generate
+from sunat_sim.inspection import inspect_day
+from sunat_sim.world import WorldConfig, generate, truth_dir
 
 pytestmark = pytest.mark.slow
 
@@ -122,12 +122,12 @@ def test_rerunning_day1_changes_nothing(world):
     gold_before = _digest(s.gold)
     silver_before = _digest(s.silver)
     # The ground truth is hidden during the re-run: the pipeline must never need it.
-    hidden = s.truth.with_name("truth_hidden")
-    s.truth.rename(hidden)
+    hidden = truth_dir(s.lake).with_name("truth_hidden")
+    truth_dir(s.lake).rename(hidden)
     try:
         run_dag(s, "sunat_daily", d1)
     finally:
-        hidden.rename(s.truth)
+        hidden.rename(truth_dir(s.lake))
     assert _digest(s.gold) == gold_before
     assert _digest(s.silver) == silver_before
     assert not any(s.lake.rglob(".*.tmp")), "a temporary file was left behind"

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from sunat_pipeline.cli import main as cli
-from sunat_pipeline.evaluate import FeatureBuilder, time_split
-from sunat_pipeline.mapping import MappingError, apply_mapping, canonical_columns, load_mapping, read_extract
+from sunat_pipeline.ingest.mapping import MappingError, apply_mapping, canonical_columns, load_mapping, read_extract
+from sunat_pipeline.modeling.evaluate import FeatureBuilder, time_split
 
 ROOT = Path(__file__).resolve().parent.parent
 KCS_MAPPING = ROOT / "mappings" / "kcs.yaml"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sunat_pipeline.features import (
+from sunat_pipeline.features.build import (
     FEATURES,
     MAD_FLOOR,
     MAD_SCALE,
@@ -19,10 +19,10 @@ from sunat_pipeline.features import (
     build_features,
     item_frame,
 )
-from sunat_pipeline.ingest import read_typed
+from sunat_pipeline.ingest.pipeline import read_typed
+from sunat_pipeline.ingest.sources import SOURCES
 from sunat_pipeline.settings import get_settings
-from sunat_pipeline.sources import SOURCES
-from sunat_pipeline.world import WorldConfig, generate
+from sunat_sim.world import WorldConfig, generate
 
 # 60 history days so January's tax returns (filed 2026-02-12) are known well before the last days;
 # delays of 1-5 days so some outcomes of inspections before a day are reported after it.
@@ -368,7 +368,7 @@ def test_robust_z_matches_an_independent_median_and_mad(world):
 
 
 def test_median_and_mad_of_windows_with_and_without_gaps():
-    from sunat_pipeline.features import _med_mad
+    from sunat_pipeline.features.build import _med_mad
 
     rng = np.random.default_rng(0)
     m = rng.normal(size=(200, UV_WINDOW))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from sunat_pipeline.features import CATALOG, FEATURES, catalog_frame, catalog_markdown
+from sunat_pipeline.features.build import CATALOG, FEATURES, catalog_frame, catalog_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ["name", "description", "source", "type", "transformation", "risk_area"]
@@ -53,16 +53,16 @@ def test_rules_and_reasons_name_catalogued_features():
 def test_docs_features_md_is_up_to_date():
     doc = (ROOT / "docs" / "features.md").read_text()
     assert doc == catalog_markdown(), (
-        "docs/features.md is stale: run `python -m sunat_pipeline.features --markdown > docs/features.md`")
+        "docs/features.md is stale: run `python -m sunat_pipeline.features.build --markdown > docs/features.md`")
     for f in CATALOG:
         assert f"`{f.name}`" in doc
 
 
 def test_cli_prints_the_page_and_the_csv():
-    md = subprocess.run([sys.executable, "-m", "sunat_pipeline.features", "--markdown"], capture_output=True,
+    md = subprocess.run([sys.executable, "-m", "sunat_pipeline.features.build", "--markdown"], capture_output=True,
                         text=True, check=True, cwd=ROOT).stdout
     assert md == catalog_markdown()
-    csv = subprocess.run([sys.executable, "-m", "sunat_pipeline.features", "--csv"], capture_output=True,
+    csv = subprocess.run([sys.executable, "-m", "sunat_pipeline.features.build", "--csv"], capture_output=True,
                          text=True, check=True, cwd=ROOT).stdout
     assert csv.splitlines()[0] == ",".join(FIELDS)
     assert len(csv.strip().splitlines()) >= len(CATALOG) + 1

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sunat_pipeline import profiles
-from sunat_pipeline.features import build_features
-from sunat_pipeline.ingest import read_typed
-from sunat_pipeline.profiles import ProfileState, advance, build_state, update_profiles
+from sunat_pipeline.features import history as profiles
+from sunat_pipeline.features.build import build_features
+from sunat_pipeline.features.history import ProfileState, advance, build_state, update_profiles
+from sunat_pipeline.ingest.pipeline import read_typed
+from sunat_pipeline.ingest.sources import SOURCES
 from sunat_pipeline.settings import get_settings
-from sunat_pipeline.sources import SOURCES
-from sunat_pipeline.world import WorldConfig, generate
+from sunat_sim.world import WorldConfig, generate
 
 CFG = WorldConfig(seed=5, history_days=45, live_days=3, declarations_per_day=30, min_delay_days=1,
                   max_delay_days=5)

@@ -8,12 +8,13 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from sunat_pipeline import feedback, ingest
-from sunat_pipeline.lake import partition, write_parquet_atomic
-from sunat_pipeline.rules import load_rules
+from sunat_pipeline.feedback import offences as feedback
+from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline.ingest.sources import SOURCES
+from sunat_pipeline.lake.store import partition, write_parquet_atomic
+from sunat_pipeline.selection.rules import load_rules
 from sunat_pipeline.settings import get_settings
-from sunat_pipeline.sources import SOURCES
-from sunat_pipeline.world import WorldConfig, generate
+from sunat_sim.world import WorldConfig, generate
 
 # Delays of 1-3 days: legacy outcomes keep being reported during the live days.
 CFG = WorldConfig(seed=7, history_days=40, live_days=3, declarations_per_day=40, min_delay_days=1, max_delay_days=3)

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from handscore import score_by_hand
 
-from sunat_pipeline import feedback, ingest
-from sunat_pipeline.inspection import inspect_day
-from sunat_pipeline.lake import atomic_write_bytes, partition
+from sunat_pipeline.feedback import offences as feedback
+from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline.ingest.sources import SOURCES
+from sunat_pipeline.lake.store import atomic_write_bytes, partition
 from sunat_pipeline.settings import get_settings
-from sunat_pipeline.sources import SOURCES
-from sunat_pipeline.world import ENFORCEMENT_COLUMNS, WorldConfig, generate, landing_name
+from sunat_sim.inspection import inspect_day
+from sunat_sim.world import ENFORCEMENT_COLUMNS, WorldConfig, generate, landing_name
 
 CFG = WorldConfig(seed=7, history_days=45, live_days=3, declarations_per_day=60, min_delay_days=1, max_delay_days=1)
 D1, D2, D3 = CFG.live_dates

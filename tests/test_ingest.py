@@ -9,10 +9,10 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from sunat_pipeline import ingest
+from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline.ingest.sources import SOURCES
 from sunat_pipeline.settings import get_settings
-from sunat_pipeline.sources import SOURCES
-from sunat_pipeline.world import WorldConfig, generate
+from sunat_sim.world import WorldConfig, generate
 
 CFG = WorldConfig(seed=7, history_days=40, live_days=3, declarations_per_day=40, min_delay_days=1, max_delay_days=1)
 HIST_END = CFG.first_live_date - timedelta(days=1)

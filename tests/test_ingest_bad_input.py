@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sunat_pipeline import ingest
+from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline.ingest.sources import ISO_COUNTRIES, ISO_CURRENCIES, MARKERS_ENV, SOURCES
 from sunat_pipeline.settings import get_settings
-from sunat_pipeline.sources import ISO_COUNTRIES, ISO_CURRENCIES, MARKERS_ENV, SOURCES
 
 DAY = date(2026, 3, 10)
 NEXT = DAY + timedelta(days=1)

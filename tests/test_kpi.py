@@ -11,13 +11,15 @@ import pandas as pd
 import pytest
 from handscore import score_by_hand
 
-from sunat_pipeline import feedback, ingest, kpi, monitor, report
-from sunat_pipeline.inspection import inspect_day
-from sunat_pipeline.lake import partition
-from sunat_pipeline.rules import load_rules
+from sunat_pipeline.feedback import offences as feedback
+from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline.ingest.sources import SOURCES
+from sunat_pipeline.lake.store import partition
+from sunat_pipeline.reporting import kpi, monitor, report
+from sunat_pipeline.selection.rules import load_rules
 from sunat_pipeline.settings import get_settings
-from sunat_pipeline.sources import SOURCES
-from sunat_pipeline.world import WorldConfig, generate
+from sunat_sim.inspection import inspect_day
+from sunat_sim.world import WorldConfig, generate
 
 DAY = pd.Timestamp("2026-07-01")
 
@@ -181,7 +183,7 @@ def world(tmp_path_factory):
         inspect_day(s, d)
     # The drift reference of the stand-in model, as training would have left it (no MLflow needed).
     monitor.reference_frame(s, "0", model=_Stub(), training_date=D1)
-    handler, logger = _Collect(), logging.getLogger("sunat_pipeline.report")
+    handler, logger = _Collect(), logging.getLogger("sunat_pipeline.reporting.report")
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

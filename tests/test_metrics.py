@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sunat_pipeline.metrics import at_k, targeting_report
+from sunat_pipeline.modeling.metrics import at_k, targeting_report
 
 SCORE = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0]
 Y = [1, 0, 1, 0, 0, 1, 0, 0, 0, 1]

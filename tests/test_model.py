@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sunat_pipeline.metrics import at_k
-from sunat_pipeline.model import RiskModel
+from sunat_pipeline.modeling.metrics import at_k
+from sunat_pipeline.modeling.model import RiskModel
 
 COLUMNS = ["fraud_probability", "revenue_if_fraud_usd", "expected_revenue_usd", "uncertainty"]
 

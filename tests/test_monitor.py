@@ -9,10 +9,13 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline import feedback, ingest, monitor, train
-from sunat_pipeline.lake import partition, write_parquet_atomic
+from sunat_pipeline.feedback import offences as feedback
+from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline.lake.store import partition, write_parquet_atomic
+from sunat_pipeline.modeling import train
+from sunat_pipeline.reporting import monitor
 from sunat_pipeline.settings import get_settings
-from sunat_pipeline.world import WorldConfig, generate
+from sunat_sim.world import WorldConfig, generate
 
 DAY = date(2026, 3, 10)
 
@@ -86,7 +89,7 @@ def _patched_check(monkeypatch, s, day, cur, ref):
 def test_check_warns_and_requests_a_retraining_once_per_cooldown(tmp_path, monkeypatch, caplog):
     s = _settings(tmp_path)
     ref, cur = _frames(new_origin=0.3)
-    with caplog.at_level(logging.WARNING, logger="sunat_pipeline.monitor"):
+    with caplog.at_level(logging.WARNING, logger="sunat_pipeline.reporting.monitor"):
         out = _patched_check(monkeypatch, s, DAY, cur, ref)
     assert out["checked"] and out["retrain_requested"]
     assert out["worst"] == "origin_country" and out["max_psi"] > 0.25
@@ -102,7 +105,7 @@ def test_check_warns_and_requests_a_retraining_once_per_cooldown(tmp_path, monke
     assert (req.read_bytes(), drift_file.read_bytes()) == first
     # The next days within the cooldown: still warned, no new request.
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sunat_pipeline.monitor"):
+    with caplog.at_level(logging.WARNING, logger="sunat_pipeline.reporting.monitor"):
         nxt = _patched_check(monkeypatch, s, DAY + timedelta(days=2), cur, ref)
     assert not nxt["retrain_requested"] and nxt["major"]
     assert any("persists" in r.message for r in caplog.records)

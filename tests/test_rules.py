@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from sunat_pipeline.features import FEATURES
-from sunat_pipeline.rules import evaluate, load_rules, summarise
+from sunat_pipeline.features.build import FEATURES
+from sunat_pipeline.selection.rules import evaluate, load_rules, summarise
 from sunat_pipeline.settings import get_settings
-from sunat_pipeline.world import CUSTOMS_COLUMNS
+from sunat_sim.world import CUSTOMS_COLUMNS
 
 AREAS = {"revenue": "Revenue leakage", "drugs": "Drugs"}
 

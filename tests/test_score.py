@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from sunat_pipeline.score import CONTRACT_COLUMNS, explain
+from sunat_pipeline.selection.score import CONTRACT_COLUMNS, explain
 
 
 def test_reference_deviation_in_words():

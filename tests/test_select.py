@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sunat_pipeline.select import kmeanspp_order, rollup, select_channels
+from sunat_pipeline.selection.select import kmeanspp_order, rollup, select_channels
 from sunat_pipeline.settings import OfficeCapacity, SelectionSettings
 
 DAY = date(2026, 3, 2)
@@ -92,7 +92,7 @@ def test_mandatory_hits_are_selected_first_and_red_first():
 
 def test_mandatory_overflow_beyond_capacity_is_still_selected(caplog):
     d = decls(n_per_office=30, offices=("046",), mandatory={"046": 13})
-    with caplog.at_level(logging.WARNING, logger="sunat_pipeline.select"):
+    with caplog.at_level(logging.WARNING, logger="sunat_pipeline.selection.select"):
         out = select_channels(d, CFG, DAY, seed=42)
     assert (out.channel[out.mandatory] != "GREEN").all()
     assert (out.channel[~out.mandatory] == "GREEN").all()

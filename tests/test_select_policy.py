@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from benchmarks.bench_select import synthetic_day
-from sunat_pipeline.features import CATALOG, FEATURES
-from sunat_pipeline.rules import load_rules
-from sunat_pipeline.score import _DESCRIPTIONS, _selection_notes, explain
-from sunat_pipeline.select import (
+from sunat_pipeline.features.build import CATALOG, FEATURES
+from sunat_pipeline.selection.rules import load_rules
+from sunat_pipeline.selection.score import _DESCRIPTIONS, _selection_notes, explain
+from sunat_pipeline.selection.select import (
     BASIS,
     EMB_PREFIX,
     item_embedding,

@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sunat_pipeline import ingest, train
-from sunat_pipeline.lake import partition
-from sunat_pipeline.model import RiskModel, resolve_device
+from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline.lake.store import partition
+from sunat_pipeline.modeling import train
+from sunat_pipeline.modeling.model import RiskModel, resolve_device
 from sunat_pipeline.settings import TrainingSettings, get_settings
-from sunat_pipeline.world import SOURCES, WorldConfig, generate
+from sunat_sim.world import SOURCES, WorldConfig, generate
 
 TRAINING = TrainingSettings(n_estimators=40, max_depth=4, learning_rate=0.15, bag_size=2, holdout_days=12)
 ARTIFACTS = {"feature_catalog.csv", "feature_importance.csv", "feature_importance.png", "shap_summary.png",
@@ -137,7 +138,7 @@ def test_cuda_is_never_required(monkeypatch, caplog):
 
     resolve_device.cache_clear()
     monkeypatch.setattr(xgboost, "build_info", lambda: {"USE_CUDA": False})
-    with caplog.at_level(logging.WARNING, logger="sunat_pipeline.model"):
+    with caplog.at_level(logging.WARNING, logger="sunat_pipeline.modeling.model"):
         assert resolve_device("cuda") == "cpu"
     assert "training on cpu instead" in caplog.text
     assert resolve_device("cpu") == "cpu"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline.tuning import PRIMARY, search, time_validation
+from sunat_pipeline.modeling.tuning import PRIMARY, search, time_validation
 
 BASE = {"n_estimators": 30, "max_depth": 3, "learning_rate": 0.2}
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sunat_pipeline.ingest.sources import SOURCES, parse_landing_name
 from sunat_pipeline.settings import get_settings
-from sunat_pipeline.sources import SOURCES, parse_landing_name
-from sunat_pipeline.world import (
+from sunat_sim.world import (
     CUSTOMS_COLUMNS,
     ENFORCEMENT_COLUMNS,
     WorldConfig,
@@ -21,6 +21,7 @@ from sunat_pipeline.world import (
     legacy_channels,
     load_world_config,
     make_entities,
+    truth_dir,
 )
 
 CFG = WorldConfig(seed=7, history_days=40, live_days=3, declarations_per_day=40, min_delay_days=1, max_delay_days=1)
@@ -60,7 +61,7 @@ def test_same_seed_gives_byte_identical_landing_and_truth(world, world_again):
     assert a and a.keys() == b.keys()
     for name in a:
         assert a[name] == b[name], f"landing file {name} differs between two runs with the same seed"
-    ta, tb = _files(s1.truth), _files(s2.truth)
+    ta, tb = _files(truth_dir(s1.lake)), _files(truth_dir(s2.lake))
     assert set(ta) == {"items.parquet", "importers.parquet", "world.json"}
     assert ta == tb
     assert sum1 == sum2
@@ -71,15 +72,15 @@ def test_different_seed_gives_a_different_world(world, tmp_path_factory):
     s2, _ = _make(tmp_path_factory, "world_seed8", replace(CFG, seed=8))
     name = "customs/customs__2026-02-09__history.csv"
     assert (s1.landing / name).read_bytes() != (s2.landing / name).read_bytes()
-    t1 = pd.read_parquet(s1.truth / "items.parquet")
-    t2 = pd.read_parquet(s2.truth / "items.parquet")
+    t1 = pd.read_parquet(truth_dir(s1.lake) / "items.parquet")
+    t2 = pd.read_parquet(truth_dir(s2.lake) / "items.parquet")
     assert not t1.equals(t2)
     assert set(t1.importer_id) != set(t2.importer_id)
 
 
 def test_ground_truth_lives_only_under_world_truth(world):
     settings, _ = world
-    assert settings.truth == settings.lake / "world_truth"
+    assert truth_dir(settings.lake) == settings.lake / "world_truth"
     assert {p.name for p in settings.lake.iterdir()} == {"landing", "world_truth"}
     landed = [p for p in settings.landing.rglob("*") if p.is_file()]
     assert landed and all(p.suffix == ".csv" for p in landed)
@@ -88,7 +89,7 @@ def test_ground_truth_lives_only_under_world_truth(world):
         assert not header & TRUTH_ONLY, f"{p.name} carries ground-truth columns {header & TRUTH_ONLY}"
     assert _read(settings.landing / "customs").columns.tolist() == CUSTOMS_COLUMNS
     assert _read(settings.landing / "enforcement").columns.tolist() == ENFORCEMENT_COLUMNS
-    truth = pd.read_parquet(settings.truth / "items.parquet")
+    truth = pd.read_parquet(truth_dir(settings.lake) / "items.parquet")
     assert {"is_fraud", "mechanism", "revenue_at_stake_usd"} <= set(truth.columns)
     assert truth.is_fraud.any() and not truth.is_fraud.all()
 
@@ -109,7 +110,7 @@ def test_landing_files_follow_the_contract(world):
     hist = pd.read_csv(settings.landing / "customs" / f"customs__{hist_end}__history.csv", dtype=str)
     assert hist.declaration_date.max() == hist_end.isoformat()
     assert len(hist) == summary["history_items"]
-    truth = pd.read_parquet(settings.truth / "items.parquet")
+    truth = pd.read_parquet(truth_dir(settings.lake) / "items.parquet")
     assert len(truth) == summary["items"] == summary["history_items"] + summary["live_items"]
     assert load_world_config(settings.lake) == CFG
 
@@ -119,7 +120,7 @@ def test_drift_ring_appears_on_the_drift_date(world):
     drift = CFG.start_date + timedelta(days=CFG.drift_index)
     assert drift == CFG.first_live_date + timedelta(days=2)
     assert summary["drift_date"] == drift.isoformat()
-    imp = pd.read_parquet(settings.truth / "importers.parquet")
+    imp = pd.read_parquet(truth_dir(settings.lake) / "importers.parquet")
     ring = set(imp.importer_id[imp.ring])
     assert ring and (imp.first_day[imp.ring] == CFG.drift_index).all()
     customs = _read(settings.landing / "customs")
@@ -148,7 +149,7 @@ def test_drift_inside_history_shows_new_importers_in_the_history_extract(tmp_pat
     # Importers of the ring were never seen before the drift date.
     assert not set(hist.importer_id[ring]) & set(hist.importer_id[dates < drift])
     # The ring undervalues heavily: its declared unit values sit far below other importers' on the same codes.
-    truth = pd.read_parquet(settings.truth / "items.parquet")
+    truth = pd.read_parquet(truth_dir(settings.lake) / "items.parquet")
     ring_truth = truth[truth.importer_id.isin(set(hist.importer_id[ring]))]
     assert ring_truth.is_fraud.any()
     assert (ring_truth.mechanism[ring_truth.is_fraud] == "undervaluation").all()
@@ -188,7 +189,7 @@ def test_enforcement_outcomes_exist_only_for_inspected_items(world):
 def test_enforcement_outcomes_agree_with_truth_and_delays(world):
     settings, summary = world
     enf = _read(settings.landing / "enforcement")
-    truth = pd.read_parquet(settings.truth / "items.parquet").astype({"item_no": str})
+    truth = pd.read_parquet(truth_dir(settings.lake) / "items.parquet").astype({"item_no": str})
     m = enf.merge(truth, on=["declaration_id", "item_no"], how="left", validate="one_to_one")
     fraud = m.result == "FRAUD"
     assert fraud.sum() == summary["legacy_frauds_found"] > 0

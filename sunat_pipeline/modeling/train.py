@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline import ingest
-from sunat_pipeline.features import FEATURES, build_features, catalog_frame, item_frame
-from sunat_pipeline.lake import read_partitions, sha256_bytes
-from sunat_pipeline.metrics import RATES, targeting_report
-from sunat_pipeline.model import RiskModel, resolve_device
+from sunat_pipeline.features.build import FEATURES, build_features, catalog_frame, item_frame
+from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline.lake.store import read_partitions, sha256_bytes
+from sunat_pipeline.modeling.metrics import RATES, targeting_report
+from sunat_pipeline.modeling.model import RiskModel, resolve_device
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,8 +158,8 @@ def train_if_due(settings: Settings, asof: date, force: bool = False, search: bo
         new = ingest.silver(settings, "enforcement", upto=asof, since=last + timedelta(days=1))
         if len(new) >= settings.training.min_new_labels:
             reason = f"{len(new)} new outcomes since {last}"
-    if reason is None:  # drift past the threshold (sunat_pipeline/monitor.py) asked for a retraining
-        from sunat_pipeline.monitor import retrain_request
+    if reason is None:  # drift past the threshold (sunat_pipeline/reporting/monitor.py) asked for a retraining
+        from sunat_pipeline.reporting.monitor import retrain_request
 
         reason = retrain_request(settings, asof, last)
     if reason is None:
@@ -187,8 +187,8 @@ def data_snapshot(inp: dict[str, pd.DataFrame], X: pd.DataFrame, meta: pd.DataFr
 
 def rules_baseline(settings: Settings, items: pd.DataFrame, X: pd.DataFrame) -> np.ndarray:
     """The rules engine alone: rule_score with the initial weights (``rw-initial``), as scoring computes it."""
-    from sunat_pipeline import feedback
-    from sunat_pipeline.rules import evaluate, load_rules, summarise
+    from sunat_pipeline.feedback import offences as feedback
+    from sunat_pipeline.selection.rules import evaluate, load_rules, summarise
 
     rules = load_rules(settings.rules_path)
     weights = feedback.load_version(settings, feedback.INITIAL)["weights"]
@@ -339,7 +339,7 @@ def _plots(out: Path, *, importance: pd.Series, shap: pd.DataFrame, X: pd.DataFr
 def model_params(settings: Settings, X: pd.DataFrame, meta: pd.DataFrame, tr: np.ndarray, search: bool,
                  device: str) -> tuple[dict, pd.DataFrame | None]:
     """Parameters of the new model: searched within the time budget, else the champion's, else the settings'."""
-    from sunat_pipeline import tuning
+    from sunat_pipeline.modeling import tuning
 
     t = settings.training
     base = {"n_estimators": t.n_estimators, "max_depth": t.max_depth, "learning_rate": t.learning_rate}
@@ -439,7 +439,7 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual", s
                    scores={"model": pred.expected_revenue_usd.to_numpy(), "rules (rw-initial)": rule_score,
                            "random": rnd}, reliability=reliability)
             mlflow.log_artifacts(str(tmp))
-        from sunat_pipeline.mlflow_model import RiskModelPyfunc
+        from sunat_pipeline.modeling.mlflow_model import RiskModelPyfunc
 
         example = X[tr].head(5)
         info = mlflow.pyfunc.log_model(

@@ -14,23 +14,23 @@ from datetime import date
 
 import pandas as pd
 
-from sunat_pipeline import overrides
-from sunat_pipeline.lake import atomic_write_bytes, partition
+from sunat_pipeline.selection import overrides
 from sunat_pipeline.settings import Settings
-from sunat_pipeline.world import inspect_items, landing_name, load_world_config
+from sunat_sim.io import atomic_write_bytes
+from sunat_sim.world import inspect_items, landing_name, load_world_config, truth_dir
 
 log = logging.getLogger(__name__)
 STREAM = 7  # random stream of the simulator (6 is the legacy history's)
 
 
 def inspect_day(settings: Settings, day: date) -> dict:
-    scored_path = partition(settings.scored_dir, "declaration_date", day) / "part-0.parquet"
+    scored_path = settings.scored_dir / f"declaration_date={day.isoformat()}" / "part-0.parquet"
     if not scored_path.exists():
         raise FileNotFoundError(f"no channel decisions for {day} at {scored_path}: score the day first")
     scored = pd.read_parquet(scored_path, columns=["declaration_id", "item_no", "channel"])
     scored = overrides.apply(settings, day, scored)  # officers' overrides in force for the day
     cfg = load_world_config(settings.lake)
-    truth = pd.read_parquet(settings.truth / "items.parquet")
+    truth = pd.read_parquet(truth_dir(settings.lake) / "items.parquet")
     items = scored.merge(truth.drop(columns=["declaration_date"]), on=["declaration_id", "item_no"], how="left")
     if items.is_fraud.isna().any():
         raise RuntimeError(f"{int(items.is_fraud.isna().sum())} scored items of {day} are not in the world")

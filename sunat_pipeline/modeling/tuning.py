@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline.metrics import targeting_report
-from sunat_pipeline.model import RiskModel
+from sunat_pipeline.modeling.metrics import targeting_report
+from sunat_pipeline.modeling.model import RiskModel
 
 log = logging.getLogger(__name__)
 PRIMARY = "revenue_at_10"
@@ -45,7 +45,7 @@ def time_validation(dates: pd.Series, valid_share: float = 0.25) -> np.ndarray:
 
 def search(X: pd.DataFrame, y, revenue, dates: pd.Series, base: dict, *, budget_s: float, max_trials: int,
            seed: int, device: str = "cpu") -> SearchResult:
-    from sunat_pipeline.evaluate import sample_params
+    from sunat_pipeline.modeling.evaluate import sample_params
 
     y = np.asarray(y, dtype=float)
     revenue = np.asarray(revenue, dtype=float)

@@ -250,7 +250,7 @@ def validate_frame(df: pd.DataFrame, source: str, expectations_dir: Path, *, par
 def default_parameters(available: date | None = None, window_days: int = 31, freshness_days: int = 7,
                        bulk: bool = False) -> dict:
     """The suites' per-batch parameters for a file available on ``available`` (default: today)."""
-    from sunat_pipeline.sources import MIN_PLAUSIBLE_DATE
+    from sunat_pipeline.ingest.sources import MIN_PLAUSIBLE_DATE
 
     avail = pd.Timestamp(available or date.today())
     lowest = pd.Timestamp(MIN_PLAUSIBLE_DATE)

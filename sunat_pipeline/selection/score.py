@@ -24,12 +24,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline import feedback, ingest, train
-from sunat_pipeline.features import CATALOG, build_features, item_frame
-from sunat_pipeline.lake import atomic_write_bytes, partition, read_partitions, replace_partition, write_parquet_atomic
-from sunat_pipeline.profiles import update_profiles
-from sunat_pipeline.rules import RuleSet, evaluate, load_rules, summarise
-from sunat_pipeline.select import item_embedding, rollup, select_channels
+from sunat_pipeline.features.build import CATALOG, build_features, item_frame
+from sunat_pipeline.features.history import update_profiles
+from sunat_pipeline.feedback import offences as feedback
+from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline.lake.store import (
+    atomic_write_bytes,
+    partition,
+    read_partitions,
+    replace_partition,
+    write_parquet_atomic,
+)
+from sunat_pipeline.modeling import train
+from sunat_pipeline.selection.rules import RuleSet, evaluate, load_rules, summarise
+from sunat_pipeline.selection.select import item_embedding, rollup, select_channels
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -40,12 +40,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sunat_pipeline import overrides
-from sunat_pipeline.features import build_features, item_frame
-from sunat_pipeline.lake import atomic_write_bytes, partition, read_files, write_parquet_atomic
-from sunat_pipeline.rules import evaluate, load_rules
+from sunat_pipeline.features.build import build_features, item_frame
+from sunat_pipeline.ingest.sources import SOURCES
+from sunat_pipeline.lake.store import atomic_write_bytes, partition, read_files, write_parquet_atomic
+from sunat_pipeline.selection import overrides
+from sunat_pipeline.selection.rules import evaluate, load_rules
 from sunat_pipeline.settings import Settings
-from sunat_pipeline.sources import SOURCES
 
 log = logging.getLogger(__name__)
 INITIAL = "rw-initial"
@@ -179,7 +179,7 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
 
 def silver(settings: Settings, source: str, upto: date | None = None, since: date | None = None) -> pd.DataFrame:
     """Kept for callers of the former fast reader: ``ingest.silver`` now reads the same way."""
-    from sunat_pipeline import ingest
+    from sunat_pipeline.ingest import pipeline as ingest
 
     return ingest.silver(settings, source, upto=upto, since=since)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline.lake import atomic_write_bytes, write_parquet_atomic
+from sunat_sim.io import atomic_write_bytes, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -491,7 +491,7 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 def generate(cfg: WorldConfig, lake: Path) -> dict:
     """Generate the whole world; returns a summary of what was written."""
     landing = lake / "landing"
-    truth_dir = lake / "world_truth"
+    tdir = truth_dir(lake)
     ent = make_entities(cfg)
     hist_end = cfg.first_live_date - timedelta(days=1)
     days = []
@@ -536,10 +536,10 @@ def generate(cfg: WorldConfig, lake: Path) -> dict:
 
     # Ground truth, apart from everything the pipeline reads.
     write_parquet_atomic(allitems[TRUTH_COLUMNS + ["restricted"]].reset_index(drop=True),
-                         truth_dir / "items.parquet")
+                         tdir / "items.parquet")
     ent_out = ent.importers.drop(columns=["chapters", "suppliers"])
-    write_parquet_atomic(ent_out, truth_dir / "importers.parquet")
-    atomic_write_bytes(truth_dir / "world.json", json.dumps(cfg.to_json(), indent=2).encode())
+    write_parquet_atomic(ent_out, tdir / "importers.parquet")
+    atomic_write_bytes(tdir / "world.json", json.dumps(cfg.to_json(), indent=2).encode())
     summary = {
         "items": len(allitems), "declarations": int(allitems.declaration_id.nunique()),
         "history_items": len(hist), "live_items": len(live),
@@ -552,5 +552,10 @@ def generate(cfg: WorldConfig, lake: Path) -> dict:
     return summary
 
 
+def truth_dir(lake: Path) -> Path:
+    """Ground truth of the world: read only by the simulator and evaluation, never by the pipeline."""
+    return Path(lake) / "world_truth"
+
+
 def load_world_config(lake: Path) -> WorldConfig:
-    return WorldConfig.from_json(json.loads((lake / "world_truth" / "world.json").read_text()))
+    return WorldConfig.from_json(json.loads((truth_dir(lake) / "world.json").read_text()))

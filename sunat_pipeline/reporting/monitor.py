@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline.lake import atomic_write_bytes, partition, write_parquet_atomic
+from sunat_pipeline.lake.store import atomic_write_bytes, partition, write_parquet_atomic
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,8 @@ def _with_categories(items: pd.DataFrame, X: pd.DataFrame) -> pd.DataFrame:
 def _features_of(settings: Settings, items: pd.DataFrame, asof: date) -> pd.DataFrame:
     """Features of ``items`` as of each item's day, from what silver holds up to ``asof`` (as scoring does,
     ``train.load_inputs``, read with the faster ``feedback.silver``)."""
-    from sunat_pipeline.features import build_features
-    from sunat_pipeline.feedback import silver
+    from sunat_pipeline.features.build import build_features
+    from sunat_pipeline.feedback.offences import silver
 
     inp = {"customs_history": silver(settings, "customs", upto=asof),
            "outcomes": silver(settings, "enforcement", upto=asof),
@@ -181,7 +181,7 @@ def reference_frame(settings: Settings, model_version: str, model=None,
     training date (``training_date``, else the version's MLflow tag, else the first day it scored). Cached
     once computed with a score (``model``, else the registered version); ``None`` when there is nothing to
     compare with."""
-    from sunat_pipeline.feedback import silver
+    from sunat_pipeline.feedback.offences import silver
 
     path = partition(_dir(settings) / "reference", "model_version", str(model_version)) / "part-0.parquet"
     if path.exists():
@@ -204,7 +204,7 @@ def reference_frame(settings: Settings, model_version: str, model=None,
     ref = _features_of(settings, items, end)
     if model is None and trained is not None:
         try:
-            from sunat_pipeline import train
+            from sunat_pipeline.modeling import train
 
             model = train.load_version(settings, str(model_version))
         except Exception as e:
@@ -213,7 +213,7 @@ def reference_frame(settings: Settings, model_version: str, model=None,
         log.warning("drift reference for model v%s without scores (features only), window %s..%s; not cached",
                     model_version, start, end)
         return ref
-    from sunat_pipeline.features import FEATURES
+    from sunat_pipeline.features.build import FEATURES
 
     ref[SCORE] = model.predict(ref[FEATURES]).fraud_probability.to_numpy(dtype=float)
     write_parquet_atomic(ref, path)
@@ -227,7 +227,7 @@ def current_frame(settings: Settings, day: date) -> tuple[pd.DataFrame, str | No
     and the score from the scored output (with the model version that gave it); and day ``day``'s model
     version. A window of days, not one day: a single day's items cluster on a few importers and brokers,
     and small days would make PSI noisy."""
-    from sunat_pipeline.feedback import silver
+    from sunat_pipeline.feedback.offences import silver
 
     since = day - timedelta(days=settings.monitoring.window_days - 1)
     items = silver(settings, "customs", upto=day, since=since)

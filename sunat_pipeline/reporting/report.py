@@ -19,8 +19,9 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline import feedback, kpi
-from sunat_pipeline.lake import atomic_write_bytes
+from sunat_pipeline.feedback import offences as feedback
+from sunat_pipeline.lake.store import atomic_write_bytes
+from sunat_pipeline.reporting import kpi
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def _clean(v):
 
 def publish(settings: Settings, day: date) -> dict:
     """The ``kpi_report`` task: KPI tables, drift check, HTML report. Returns a small summary (XCom)."""
-    from sunat_pipeline import monitor
+    from sunat_pipeline.reporting import monitor
 
     tables = kpi.compute(settings, day)
     drift = monitor.check(settings, day)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow.pyfunc
 import pandas as pd
 
-from sunat_pipeline.model import RiskModel
+from sunat_pipeline.modeling.model import RiskModel
 
 
 class RiskModelPyfunc(mlflow.pyfunc.PythonModel):

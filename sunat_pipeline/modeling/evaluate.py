@@ -1,6 +1,6 @@
 """Offline evaluation of the product's model on an external labelled extract (``sunat-pipeline evaluate``).
 
-The foreign files are mapped to the canonical customs schema (``sunat_pipeline.mapping``); features are built
+The foreign files are mapped to the canonical customs schema (``sunat_pipeline.ingest.mapping``); features are built
 from the training files only; the product's ``RiskModel`` (XGBoost) is tuned by a seeded, time-budgeted random
 search on time-based splits of the training files, refitted on all of them, and scores the test file once.
 
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline.mapping import LABEL, Mapping, file_sha256, load_mapping, read_extract
-from sunat_pipeline.metrics import targeting_report
-from sunat_pipeline.model import RiskModel
+from sunat_pipeline.ingest.mapping import LABEL, Mapping, file_sha256, load_mapping, read_extract
+from sunat_pipeline.modeling.metrics import targeting_report
+from sunat_pipeline.modeling.model import RiskModel
 
 log = logging.getLogger(__name__)
 NULL = "\u2205"  # the key of a missing value: "missing" is a category of its own
@@ -352,7 +352,7 @@ def evaluate(mapping_path: str | Path, train_paths: list[str | Path], test_path:
         "lift_at_10": round(rep["precision_at_10"] / rate, 4) if rate else None,
         "roc_auc": round(_auc(y, score), 6),
         "pr_auc": round(float(average_precision_score(y, score)), 6) if 0 < y.sum() < len(y) else None,
-        "model": {"class": "sunat_pipeline.model.RiskModel", "params": model.get_params(),
+        "model": {"class": "sunat_pipeline.modeling.model.RiskModel", "params": model.get_params(),
                   "n_features": X.shape[1], "fit_seconds": round(fit_s, 1),
                   "top_features": {k: round(float(v), 5) for k, v in model.feature_importance().head(15).items()}},
         "search": search_info,

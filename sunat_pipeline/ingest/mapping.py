@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sunat_pipeline.sources import DATE, INTEGER, NUMERIC, SOURCES
+from sunat_pipeline.ingest.sources import DATE, INTEGER, NUMERIC, SOURCES
 
 REQUIRED = ("declaration_id", "declaration_date", "hs_code")
 LABEL = "label"

@@ -26,9 +26,9 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline import feedback
-from sunat_pipeline.lake import partition, read_partitions, write_parquet_atomic
-from sunat_pipeline.rules import load_rules
+from sunat_pipeline.feedback import offences as feedback
+from sunat_pipeline.lake.store import partition, read_partitions, write_parquet_atomic
+from sunat_pipeline.selection.rules import load_rules
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -40,16 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from sunat_pipeline.lake import (
-    atomic_write_bytes,
-    partition,
-    read_files,
-    replace_partition,
-    sha256_file,
-    write_parquet_atomic,
-)
-from sunat_pipeline.settings import Settings
-from sunat_pipeline.sources import (
+from sunat_pipeline.ingest.sources import (
     BADNAME,
     DATE,
     INTEGER,
@@ -64,7 +55,7 @@ from sunat_pipeline.sources import (
     parse_landing_name,
     readiness,
 )
-from sunat_pipeline.validate import (
+from sunat_pipeline.ingest.validate import (
     SAMPLE,
     ExpectationOutcome,
     ValidationReport,
@@ -72,6 +63,15 @@ from sunat_pipeline.validate import (
     render_html,
     validate_frame,
 )
+from sunat_pipeline.lake.store import (
+    atomic_write_bytes,
+    partition,
+    read_files,
+    replace_partition,
+    sha256_file,
+    write_parquet_atomic,
+)
+from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 

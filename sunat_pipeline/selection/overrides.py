@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sunat_pipeline.lake import atomic_write_bytes, partition
+from sunat_pipeline.lake.store import atomic_write_bytes, partition
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -413,7 +413,7 @@ def load_state(base: Path, asof: date) -> ProfileState:
 
 
 def save_state(base: Path, state: ProfileState) -> Path:
-    from sunat_pipeline.lake import partition, replace_partition
+    from sunat_pipeline.lake.store import partition, replace_partition
 
     return replace_partition(state.to_frame(), partition(base, "reported_date", state.asof))
 
@@ -426,7 +426,7 @@ def update_profiles(settings, day: date, outcomes: pd.DataFrame | None = None,
     changed since (a late or corrected extract for an earlier reported date).
     """
     if outcomes is None or customs is None:
-        from sunat_pipeline import ingest
+        from sunat_pipeline.ingest import pipeline as ingest
 
         outcomes = ingest.silver(settings, "enforcement", upto=day) if outcomes is None else outcomes
         customs = ingest.silver(settings, "customs", upto=day) if customs is None else customs

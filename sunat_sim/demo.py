@@ -14,9 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def run(settings: Settings, history_days: int = 180, live_days: int = 14, per_day: int = 300, seed: int = 42) -> int:
-    from sunat_pipeline.airflow_env import ensure_db, run_dag
-    from sunat_pipeline.inspection import inspect_day
-    from sunat_pipeline.world import WorldConfig, generate
+    from sunat_pipeline.orchestration.runner import ensure_db, run_dag
+    from sunat_sim.inspection import inspect_day
+    from sunat_sim.world import WorldConfig, generate
 
     t0 = time.time()
     # A demo starts from a clean slate: its lake, its MLflow store and its Airflow runs.
@@ -44,8 +44,8 @@ def run(settings: Settings, history_days: int = 180, live_days: int = 14, per_da
 
 
 def print_summary(settings: Settings) -> None:
-    from sunat_pipeline import feedback
-    from sunat_pipeline.report import day_table, registry_summary
+    from sunat_pipeline.feedback import offences as feedback
+    from sunat_pipeline.reporting.report import day_table, registry_summary
 
     tab = day_table(settings)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -55,8 +55,8 @@ def print_summary(settings: Settings) -> None:
         print(f"\nTotal: {int(tab['items'].sum())} items scored, {int(tab.RED.sum())} RED / "
               f"{int(tab.YELLOW.sum())} YELLOW / {int(tab.GREEN.sum())} GREEN declarations, "
               f"{int(tab.frauds_found.sum())} frauds found, {tab.revenue_recovered_usd.sum():,.0f} USD recovered")
-    from sunat_pipeline.kpi import latest_summary
-    from sunat_pipeline.report import last_report
+    from sunat_pipeline.reporting.kpi import latest_summary
+    from sunat_pipeline.reporting.report import last_report
 
     k = latest_summary(settings)
     if k:

@@ -1,0 +1,1 @@
+"""Inspection feedback: the append-only offence database and the learned rule-weight versions."""

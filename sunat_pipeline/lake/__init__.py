@@ -1,0 +1,1 @@
+"""The lake on disk: one hive-partition reader and the atomic writers every stage uses."""

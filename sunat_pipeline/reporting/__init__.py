@@ -1,0 +1,1 @@
+"""KPIs (DuckDB cubes), drift monitoring against the training population, and the daily HTML report."""
