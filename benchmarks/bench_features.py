@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sunat_pipeline.features.build import FEATURES, build_features
+from sunat_pipeline.features.build import build_features
+from sunat_pipeline.features.catalog import FEATURES
 from sunat_pipeline.features.history import advance, build_state
 
 START = date(2025, 1, 1)

@@ -81,7 +81,7 @@ def ingest_child(lake: Path, available: date) -> dict:
     t0 = time.perf_counter()
     import great_expectations  # noqa: F401 - imported by the first validation anyway; timed apart
 
-    from sunat_pipeline.ingest import pipeline as ingest
+    from sunat_pipeline import ingest
     from sunat_pipeline.settings import get_settings
 
     imports = time.perf_counter() - t0

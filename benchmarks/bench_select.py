@@ -17,7 +17,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline.features.build import FEATURES
+from sunat_pipeline.features.catalog import FEATURES
 from sunat_pipeline.selection.select import item_embedding, rollup, select_channels
 from sunat_pipeline.settings import OfficeCapacity, SelectionSettings
 

@@ -42,7 +42,7 @@ def _rate(hits: int, n: int) -> dict:
 
 def capacity_for_day(settings, day, rate: float, red_share: float = 0.4):
     """Per-office capacity: ``rate`` of the day's declarations (at least one), RED ``red_share`` of it."""
-    from sunat_pipeline.ingest import pipeline as ingest
+    from sunat_pipeline import ingest
     from sunat_pipeline.settings import OfficeCapacity
 
     items = ingest.silver(settings, "customs", upto=day, since=day)
@@ -57,8 +57,8 @@ def capacity_for_day(settings, day, rate: float, red_share: float = 0.4):
 
 def run_world(workdir: Path, history_days: int, live_days: int, per_day: int, seed: int, rate: float,
               selection: dict | None = None) -> dict:
+    from sunat_pipeline import ingest as ing
     from sunat_pipeline.feedback import offences as feedback
-    from sunat_pipeline.ingest import pipeline as ing
     from sunat_pipeline.modeling import train
     from sunat_pipeline.selection import score
     from sunat_pipeline.settings import get_settings
@@ -89,9 +89,10 @@ def run_world(workdir: Path, history_days: int, live_days: int, per_day: int, se
 def evaluate(settings, dates) -> dict:
     """Hit rates per selection reason from the ground truth (declaration level)."""
     truth = pd.read_parquet(truth_dir(settings.lake) / "items.parquet")
-    frames = [pd.read_parquet(settings.scored_dir / f"declaration_date={d.isoformat()}" / "part-0.parquet",
-                              columns=["declaration_id", "declaration_date", "channel", "selection_reason"])
-              for d in dates]
+    from sunat_pipeline.selection.output import read_scored
+
+    frames = [read_scored(settings, upto=d, since=d,
+                          columns=["declaration_id", "declaration_date", "channel", "selection_reason"]) for d in dates]
     dec = pd.concat(frames, ignore_index=True).drop_duplicates("declaration_id")
     t = truth.groupby("declaration_id").agg(fraud=("is_fraud", "any"), revenue=("revenue_at_stake_usd", "sum"))
     dec = dec.join(t, on="declaration_id")

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline.features.build import catalog_frame
-from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline import ingest
+from sunat_pipeline.features.catalog import catalog_frame
 from sunat_pipeline.ingest.sources import SOURCES
 from sunat_pipeline.modeling import train
 from sunat_pipeline.modeling.model import RiskModel

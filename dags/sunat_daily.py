@@ -5,7 +5,8 @@ One run per day of declarations (the run's logical date, or the `date` param to 
 
 1. **ingest_&lt;source&gt;**: every extract landed up to the day is kept in bronze (byte-for-byte, with a
    manifest) or quarantined with a report after its Great Expectations suite; accepted rows upsert silver.
-2. **reconcile**: proves every landed file is in bronze or quarantine.
+2. **reconcile**: proves every landed file is in bronze or quarantine, and checks across sources (an inspection
+   result for an unknown declaration, or dated before it, is held out of silver with a report until it agrees).
 3. **train_if_due**: retrains (XGBoost, MLflow run, registry) when there is no champion, the last
    training is a week old, enough new outcomes arrived or drift monitoring asked for it; promotes only if
    it beats the champion.
@@ -55,7 +56,7 @@ def sunat_daily():
         import logging
         from datetime import date
 
-        from sunat_pipeline.ingest import pipeline as ing
+        from sunat_pipeline import ingest as ing
         from sunat_pipeline.logs import setup
         from sunat_pipeline.settings import get_settings
 
@@ -74,7 +75,7 @@ def sunat_daily():
     def reconcile(ingested: list[dict], **context) -> dict:
         from datetime import date
 
-        from sunat_pipeline.ingest import pipeline as ing
+        from sunat_pipeline import ingest as ing
         from sunat_pipeline.logs import setup
         from sunat_pipeline.settings import get_settings
 

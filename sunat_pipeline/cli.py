@@ -31,8 +31,28 @@ def cmd_run_day(a) -> int:
     return 0
 
 
+def cmd_ingest(a) -> int:
+    """What the DAG's ingest tasks run, for one source or all; a rejected file is an outcome, not an error."""
+    from sunat_pipeline import ingest
+    from sunat_pipeline.ingest.sources import SOURCES
+
+    if a.source and a.source not in SOURCES:
+        print(f"unknown source {a.source!r}; known: {', '.join(SOURCES)}", file=sys.stderr)
+        return 2
+    s = get_settings()
+    print("source\tfile\tstatus\trows\treport")
+    counts: dict[str, int] = {}
+    for source in [a.source] if a.source else list(SOURCES):
+        for o in ingest.ingest_source(s, source, a.date):
+            counts[o.status] = counts.get(o.status, 0) + 1
+            print(f"{source}\t{o.name}\t{o.status}\t{o.rows}\t{o.report or o.detail}")
+    print(f"{sum(counts.values())} files up to {a.date}: {counts or 'none landed'}; Data Docs: "
+          f"{ingest.data_docs_index(s)}")
+    return 0
+
+
 def cmd_weights_history(a) -> int:
-    from sunat_pipeline.feedback.offences import weights_history
+    from sunat_pipeline.feedback.weights import weights_history
 
     h = weights_history(get_settings())
     if a.rule:
@@ -45,7 +65,7 @@ def cmd_weights_history(a) -> int:
 
 
 def cmd_pin(a) -> int:
-    from sunat_pipeline.modeling.train import pin_champion
+    from sunat_pipeline.modeling.registry import pin_champion
 
     pin_champion(get_settings(), a.version)
     print(f"champion -> version {a.version}")
@@ -57,12 +77,12 @@ def cmd_evaluate(a) -> int:
 
     from sunat_pipeline.modeling.evaluate import evaluate
 
-    res = evaluate(a.mapping, a.train, a.test, budget_s=a.budget_s, max_trials=a.max_trials,
+    res = evaluate(a.mapping, a.train, a.test, settings=get_settings(), budget_s=a.budget_s, max_trials=a.max_trials,
                    do_search=not a.no_search, seed=a.seed, bag_size=a.bag_size, n_jobs=a.n_jobs)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=2, default=str))
     print(json.dumps({k: res[k] for k in ("n_train", "n_test", "precision_at_1", "precision_at_5", "precision_at_10",
-                                           "recall_at_5", "roc_auc")}, indent=2))
+                                           "recall_at_5", "roc_auc", "seconds")}, indent=2))
     return 0
 
 
@@ -87,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--dag", default="sunat_daily")
     r.add_argument("--verbose", action="store_true", help="stream Airflow's output")
     r.set_defaults(fn=cmd_run_day)
+    ig = sub.add_parser("ingest", help="ingest the files landed up to a day (what the DAG's ingest tasks run)")
+    ig.add_argument("--date", type=_date, required=True, help="ingest every file available up to this day")
+    ig.add_argument("--source", help="only this source (default: every source)")
+    ig.set_defaults(fn=cmd_ingest)
     pc = sub.add_parser("pin-champion", help="rollback: point @champion at an earlier model version")
     pc.add_argument("--version", required=True)
     pc.set_defaults(fn=cmd_pin)
@@ -95,17 +119,20 @@ def main(argv: list[str] | None = None) -> int:
     wh.add_argument("--last", type=int, default=None, help="only the last N versions")
     wh.add_argument("--format", choices=["table", "csv", "json"], default="table")
     wh.set_defaults(fn=cmd_weights_history)
-    ev = sub.add_parser("evaluate", help="offline: train the model on external labelled files, score a test file")
+    ev = sub.add_parser("evaluate", help="offline: the production features and model trained on external labelled "
+                        "files, scored on a test file")
     ev.add_argument("--mapping", required=True, help="column mapping to the canonical schema (mappings/*.yaml)")
     ev.add_argument("--train", required=True, action="append", help="training CSV (repeat for several)")
     ev.add_argument("--test", required=True, help="test CSV (read once, for the final figures)")
     ev.add_argument("--json", required=True, help="where to write the results")
-    ev.add_argument("--budget-s", type=float, default=600.0, help="time budget of the hyperparameter search")
-    ev.add_argument("--max-trials", type=int, default=None)
-    ev.add_argument("--no-search", action="store_true", help="use the default parameters")
-    ev.add_argument("--bag-size", type=int, default=3)
+    ev.add_argument("--budget-s", type=float, default=None, help="time budget of the hyperparameter search (default: "
+                    "evaluate.SEARCH_BUDGET_S)")
+    ev.add_argument("--max-trials", type=int, default=None, help="at most this many search trials (default: "
+                    "settings.training.search_max_trials)")
+    ev.add_argument("--no-search", action="store_true", help="use the parameters of settings.training")
+    ev.add_argument("--bag-size", type=int, default=None, help="default: settings.training.bag_size")
     ev.add_argument("--n-jobs", type=int, default=2)
-    ev.add_argument("--seed", type=int, default=42)
+    ev.add_argument("--seed", type=int, default=None, help="default: settings.seed")
     ev.set_defaults(fn=cmd_evaluate)
     ov = sub.add_parser("override", help="record an officer's override of a declaration's channel (who and why)")
     ov.add_argument("--declaration", required=True, help="declaration id (DAM)")

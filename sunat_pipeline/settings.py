@@ -7,14 +7,16 @@ Values come, highest priority first, from environment variables prefixed ``SUNAT
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -62,18 +64,37 @@ class SelectionSettings(BaseModel):
         return self.capacity.get(str(office), self.default_capacity)
 
 
+# The risk model's hyperparameters (``modeling.model.RiskModel``). ``TrainingSettings`` holds their one set of
+# defaults: the model's constructor, the daily training, the first trial of every search and ``evaluate`` use them.
+MODEL_PARAMS = ("n_estimators", "max_depth", "learning_rate", "subsample", "min_child_weight", "colsample_bytree",
+                "reg_lambda", "reg_alpha", "gamma", "max_pos_weight", "max_member_rows")
+
+
 class TrainingSettings(BaseModel):
     retrain_every_days: int = 7
     min_new_labels: int = 2000
     holdout_days: int = 21
-    n_estimators: int = 200
-    max_depth: int = 6
-    learning_rate: float = 0.08
-    bag_size: int = 4
+    n_estimators: int = Field(200, ge=1, description="boosting rounds of each XGBoost model")
+    max_depth: int = Field(6, ge=1, description="depth of each tree")
+    learning_rate: float = Field(0.08, gt=0, description="shrinkage of each round")
+    subsample: float = Field(0.8, gt=0, le=1, description="share of rows each tree sees")
+    min_child_weight: float = Field(1.0, ge=0, description="least hessian weight in a leaf")
+    colsample_bytree: float = Field(0.8, gt=0, le=1, description="share of features each tree sees")
+    reg_lambda: float = Field(1.0, ge=0, description="L2 penalty on leaf weights")
+    reg_alpha: float = Field(0.0, ge=0, description="L1 penalty on leaf weights")
+    gamma: float = Field(0.0, ge=0, description="least loss reduction for a split")
+    max_pos_weight: float = Field(10.0, ge=1, description="cap of the frauds' weight against the non-frauds")
+    max_member_rows: int | None = Field(500_000, ge=1, description="rows a bag member trains on at most (a random "
+                                        "subset above it); None: all")
+    bag_size: int = Field(4, ge=1, description="XGBoost classifiers in the bag (their spread is the uncertainty)")
     promotion_margin: float = 0.0
     device: str = "cpu"
     search_budget_s: float = Field(120.0, ge=0, description="hyperparameter search budget of a weekly retraining")
     search_max_trials: int = Field(12, ge=1, description="at most this many search trials (reproducible cap)")
+
+    def model_params(self) -> dict[str, Any]:
+        """The hyperparameters of ``RiskModel`` (MODEL_PARAMS), without bag size, seed and device."""
+        return {k: getattr(self, k) for k in MODEL_PARAMS}
 
 
 class TaxSettings(BaseModel):
@@ -86,10 +107,19 @@ class TaxSettings(BaseModel):
 class IngestSettings(BaseModel):
     """The landing zone's completeness contract (docs/landing.md)."""
 
-    done_markers: list[str] = Field(
+    # NoDecode: the environment gives a plain comma-separated list (SUNAT_INGEST__DONE_MARKERS=customs,tax),
+    # which pydantic-settings would otherwise try to parse as JSON.
+    done_markers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="sources whose producers write in place and drop <file>.done when "
         "complete ('*' for every source); without a marker their files wait (status pending). Other sources "
         "land by an atomic rename from a hidden or temporary name")
+
+    @field_validator("done_markers", mode="before")
+    @classmethod
+    def _split_markers(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = json.loads(v) if v.strip().startswith("[") else v.split(",")
+        return [str(s).strip() for s in v if str(s).strip()] if isinstance(v, list | tuple) else v
 
     def marker_required(self, source: str) -> bool:
         return "*" in self.done_markers or source in self.done_markers

@@ -44,7 +44,7 @@ def run(settings: Settings, history_days: int = 180, live_days: int = 14, per_da
 
 
 def print_summary(settings: Settings) -> None:
-    from sunat_pipeline.feedback import offences as feedback
+    from sunat_pipeline.feedback import weights
     from sunat_pipeline.reporting.report import day_table, registry_summary
 
     tab = day_table(settings)
@@ -69,7 +69,7 @@ def print_summary(settings: Settings) -> None:
     reg = registry_summary(settings)
     print(f"\nScored Parquet:   {settings.scored_dir}/declaration_date=YYYY-MM-DD/part-0.parquet")
     print(f"Offence database: {settings.gold / 'offences'}")
-    print(f"Rule weights:     {settings.gold / 'rule_weights'} ({len(feedback.versions(settings))} versions)")
+    print(f"Rule weights:     {settings.gold / 'rule_weights'} ({len(weights.versions(settings))} versions)")
     print(f"MLflow:           {settings.tracking_uri}  experiment '{settings.mlflow_experiment}', registered "
           f"model '{settings.registered_model}' versions {reg['versions']}, champion v{reg['champion']}")
     print("UIs:              make ui  -> Airflow http://localhost:8080 (login printed), MLflow http://localhost:5000")

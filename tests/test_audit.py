@@ -10,16 +10,17 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from tinyworld import SHORT_WORLD
 
+from sunat_pipeline import ingest
 from sunat_pipeline.cli import main as cli
 from sunat_pipeline.feedback import offences as feedback
-from sunat_pipeline.ingest import pipeline as ingest
-from sunat_pipeline.modeling import train
+from sunat_pipeline.modeling import registry, train
 from sunat_pipeline.modeling.model import RiskModel
-from sunat_pipeline.selection import overrides, score
-from sunat_pipeline.settings import OfficeCapacity, SelectionSettings, get_settings
+from sunat_pipeline.selection import audit, output, overrides, score
+from sunat_pipeline.settings import OfficeCapacity, SelectionSettings
 from sunat_sim.inspection import inspect_day
-from sunat_sim.world import SOURCES, WorldConfig, generate, truth_dir
+from sunat_sim.world import truth_dir
 
 SEL = SelectionSettings(default_capacity=OfficeCapacity(red=2, yellow=3), random_share=0.2, exploration_share=0.2)
 
@@ -30,42 +31,38 @@ def _digest(folder) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("audit")
+def world(tiny_world, tmp_path_factory):
+    """The short world ingested up to its first live day, in a lake of the module's own that the CLI finds
+    through the environment; the day scored with a small model trained on the legacy labels."""
+    d1, d2 = SHORT_WORLD.live_dates[:2]  # D1's selections are inspected and reported on D2
+    s = tiny_world(SHORT_WORLD, upto=d1).copy(tmp_path_factory.mktemp("audit"), selection=SEL)
     mp = pytest.MonkeyPatch()
-    mp.setenv("SUNAT_LAKE_ROOT", str(tmp / "data"))
-    mp.setenv("SUNAT_MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-    s = get_settings(selection=SEL)
-    cfg = WorldConfig(seed=5, history_days=40, live_days=2, declarations_per_day=60, min_delay_days=1,
-                      max_delay_days=1)
-    generate(cfg, s.lake)
-    d1, d2 = cfg.live_dates
-    for src in SOURCES:
-        ingest.ingest_source(s, src, d1)
+    mp.setenv("SUNAT_LAKE_ROOT", str(s.lake))
+    mp.setenv("SUNAT_MLFLOW_TRACKING_URI", s.tracking_uri)
     X, meta = train.training_set(s, d1)
     model = RiskModel(n_estimators=30, max_depth=4, bag_size=2).fit(X, meta.y, meta.revenue)
-    mp.setattr(train, "champion", lambda settings: (SimpleNamespace(version="1"), model))
-    mp.setattr(train, "load_version", lambda settings, version: model)
+    mp.setattr(registry, "champion", lambda settings: (SimpleNamespace(version="1"), model))
+    mp.setattr(registry, "load_version", lambda settings, version: model)
     run = score.score_day(s, d1)
     yield SimpleNamespace(s=s, d1=d1, d2=d2, run=run, mp=mp)
     mp.undo()
 
 
 def _scored(w) -> pd.DataFrame:
-    return pd.read_parquet(w.s.scored_dir / f"declaration_date={w.d1}" / "part-0.parquet")
+    return output.read_scored(w.s, upto=w.d1, since=w.d1)
 
 
 def test_one_audit_record_per_decision_with_its_provenance(world):
     w = world
-    a = score.read_audit(w.s, w.d1)
+    a = audit.read_audit(w.s, w.d1)
     scored = _scored(w)
-    assert list(a.columns) == score.AUDIT_COLUMNS
+    assert list(a.columns) == audit.AUDIT_COLUMNS
     assert len(a) == scored.declaration_id.nunique() and not a.declaration_id.duplicated().any()
     assert (a.run_id == w.run["run_id"]).all() and (a.decision_id == a.run_id + ":" + a.declaration_id).all()
     assert set(a.model_version) == {"1"} and set(a.rule_weights_version) == {"rw-initial"}
     assert set(a.config_sha256) == {w.run["config_sha256"]} and set(a.rules_sha256) == {w.run["rules_sha256"]}
     assert all(list(b) == w.run["input_batches"] and len(b) for b in a.input_batches)
-    assert set(a.schema_version) == {score.SCHEMA_VERSION} == {"2"}
+    assert set(a.schema_version) == {output.SCHEMA_VERSION} == {"3"}
     # The audit agrees with the scored output, declaration by declaration.
     first = scored.drop_duplicates("declaration_id").set_index("declaration_id")
     aa = a.set_index("declaration_id")
@@ -78,7 +75,7 @@ def test_one_audit_record_per_decision_with_its_provenance(world):
 
 def test_scored_output_carries_reasons_and_the_new_columns(world):
     scored = _scored(world)
-    assert list(scored.columns) == score.CONTRACT_COLUMNS + score.EXTRA_COLUMNS
+    assert list(scored.columns) == output.CONTRACT_COLUMNS + output.EXTRA_COLUMNS
     sel = scored[scored.channel != "GREEN"]
     assert all(len(r) > 0 for r in sel.reasons)
     first = sel.groupby("declaration_id").reasons.first()
@@ -102,7 +99,7 @@ def test_rerunning_the_same_run_adds_nothing_and_needs_no_truth(world):
         hidden.rename(truth_dir(w.s.lake))
     assert again["run_id"] == w.run["run_id"]
     assert _digest(w.s.gold) == before  # scored partition, manifest and audit: byte-identical
-    assert len(score.read_audit(w.s, w.d1)) == len(score.read_audit(w.s, w.d1).drop_duplicates("decision_id"))
+    assert len(audit.read_audit(w.s, w.d1)) == len(audit.read_audit(w.s, w.d1).drop_duplicates("decision_id"))
 
 
 def test_a_new_run_is_appended_beside_the_earlier_ones(world):
@@ -114,7 +111,7 @@ def test_a_new_run_is_appended_beside_the_earlier_ones(world):
     assert r2["run_id"] != w.run["run_id"] and r2["config_sha256"] != w.run["config_sha256"]
     assert r2["scored_at"] == w.run["scored_at"]  # the day was first scored then
     assert first_file.read_bytes() == first_bytes  # append-only: the earlier run stays as it was
-    a = score.read_audit(w.s, w.d1)
+    a = audit.read_audit(w.s, w.d1)
     assert a.groupby("run_id").size().to_dict() == {w.run["run_id"]: a.declaration_id.nunique(),
                                                     r2["run_id"]: a.declaration_id.nunique()}
     assert set(_scored(w).run_id) == {r2["run_id"]}
@@ -127,7 +124,7 @@ def test_a_new_run_is_appended_beside_the_earlier_ones(world):
 def test_write_audit_takes_one_run_at_a_time(world, tmp_path):
     s = world.s.model_copy(update={"lake_root": tmp_path})
     with pytest.raises(ValueError, match="one run per audit append"):
-        score.write_audit(s, world.d1, pd.DataFrame({"run_id": ["a", "b"]}))
+        audit.write_audit(s, world.d1, pd.DataFrame({"run_id": ["a", "b"]}))
 
 
 def test_officer_override_is_honoured_by_the_inspection_and_kept_with_its_outcome(world, capsys):

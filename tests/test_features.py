@@ -8,42 +8,23 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from tinyworld import LONG_WORLD
 
-from sunat_pipeline.features.build import (
-    FEATURES,
-    MAD_FLOOR,
-    MAD_SCALE,
-    SMOOTHING,
-    UV_MIN_GROUP,
-    UV_WINDOW,
-    build_features,
-    item_frame,
-)
-from sunat_pipeline.ingest.pipeline import read_typed
-from sunat_pipeline.ingest.sources import SOURCES
-from sunat_pipeline.settings import get_settings
-from sunat_sim.world import WorldConfig, generate
+from sunat_pipeline.features.build import build_features, item_frame
+from sunat_pipeline.features.catalog import FEATURES, FeatureSpec, feature_names
+from sunat_pipeline.features.history import DEFAULT_PROFILES, PROFILE_KEYS, SMOOTHING, ProfileSpec
+from sunat_pipeline.features.valuation import MAD_FLOOR, MAD_SCALE, UV_MIN_GROUP, UV_WINDOW
+from sunat_pipeline.settings import TaxSettings
 
-# 60 history days so January's tax returns (filed 2026-02-12) are known well before the last days;
-# delays of 1-5 days so some outcomes of inspections before a day are reported after it.
-CFG = WorldConfig(seed=11, history_days=60, live_days=5, declarations_per_day=40, min_delay_days=1,
-                  max_delay_days=5)
+# The long world: January's tax returns are filed before the last days, and outcomes of inspections before a
+# day keep being reported after it.
 DAYS = [date(2026, 2, 5), date(2026, 2, 20), date(2026, 2, 27)]  # before and after the tax filing date
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tiny_world):
     """Typed frames of every landed extract (what silver would hold after ingesting everything)."""
-    tmp = tmp_path_factory.mktemp("features")
-    settings = get_settings(lake_root=tmp / "data", mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db")
-    generate(CFG, settings.lake)
-
-    def load(source: str) -> pd.DataFrame:
-        files = sorted((settings.landing / source).glob("*.csv"))
-        frames = [read_typed(f, SOURCES[source]) for f in files]
-        return pd.concat([f for f in frames if len(f)], ignore_index=True)
-
-    return {s: load(s) for s in ("customs", "enforcement", "tax", "exchange_rates", "reference_prices")}
+    return tiny_world(LONG_WORLD).landed_frames()
 
 
 def _ts(d: date) -> pd.Timestamp:
@@ -368,7 +349,7 @@ def test_robust_z_matches_an_independent_median_and_mad(world):
 
 
 def test_median_and_mad_of_windows_with_and_without_gaps():
-    from sunat_pipeline.features.build import _med_mad
+    from sunat_pipeline.features.valuation import _med_mad
 
     rng = np.random.default_rng(0)
     m = rng.normal(size=(200, UV_WINDOW))
@@ -396,3 +377,81 @@ def test_history_volume_and_recency(world):
     last = items.importer_id.map(c[c.declaration_date < t].groupby("importer_id").declaration_date.max())
     np.testing.assert_array_equal(X.importer_days_since_last.to_numpy(), (t - last).dt.days.fillna(-1).to_numpy(float))
     assert (X.importer_items_30d > 0).any() and (X.importer_items_30d < X.importer_past_items).any()
+
+
+# --- configurable features: what `evaluate` asks for (more profiles, peer deviations), and the tax rates ----------
+EXTENDED = FeatureSpec(
+    profiles=ProfileSpec(keys=(*PROFILE_KEYS, "transport_mode", "hs4"),
+                         crosses=(*DEFAULT_PROFILES.crosses, ("hs4_x_transport_mode", "hs4", "transport_mode", "hs4"),
+                                  ("importer_x_origin", "importer_id", "origin_country", "importer_id")),
+                         smoothing=5.0),
+    peer_groups=(("hs6", "origin_country"), ("importer_id",)))
+
+
+@pytest.mark.parametrize("day", DAYS)
+def test_extended_features_are_point_in_time_too(world, day):
+    items = day_items(world, day)
+    b = bounded(world, day)
+    x = build_features(items, **b, spec=EXTENDED)
+    assert list(x.columns) == feature_names(EXTENDED) and list(x.columns[: len(FEATURES)]) != FEATURES
+    pd.testing.assert_frame_equal(x, build_features(items, **everything(world), spec=EXTENDED))
+    strictly_before = world["customs"][world["customs"].declaration_date < _ts(day)]
+    pd.testing.assert_frame_equal(x, build_features(items, **{**b, "customs_history": strictly_before},
+                                                    spec=EXTENDED))
+    # The default features are unchanged by the extension, except the smoothed rates (S = 5 here).
+    default = build_features(items, **b)
+    same = [c for c in FEATURES if not c.endswith("_fraud_rate")]
+    pd.testing.assert_frame_equal(x[same], default[same])
+    assert (x.importer_x_origin_n_insp > 0).any() and x.log_value_vs_importer_id.notna().any()
+
+
+def test_peer_deviation_matches_an_independent_median(world):
+    day = DAYS[-1]
+    items = day_items(world, day)
+    x = build_features(items, **bounded(world, day), spec=EXTENDED)
+    c = world["customs"]
+    past = c[c.declaration_date < _ts(day)]
+    checked = 0
+    for i in range(0, len(items), max(1, len(items) // 25)):
+        it = items.iloc[i]
+        grp = past[(past.importer_id == it.importer_id)]
+        if grp.empty:
+            assert np.isnan(x.log_kg_vs_importer_id[i])
+            continue
+        # The last UV_WINDOW of them in (day, declared-amount hash) order; the median does not depend on the
+        # order within the window unless it holds ties at its edge day, so compare on groups that fit.
+        if len(grp) > UV_WINDOW:
+            continue
+        expected = np.log1p(max(it.net_weight_kg, 0)) - np.median(np.log1p(grp.net_weight_kg.clip(lower=0)))
+        assert x.log_kg_vs_importer_id[i] == pytest.approx(expected, abs=1e-9)
+        expected = it.duty_rate - np.median(grp.duty_rate)
+        assert x.duty_rate_vs_importer_id[i] == pytest.approx(expected, abs=1e-9)
+        checked += 1
+    assert checked >= 5
+
+
+def test_extended_profiles_from_the_state_equal_the_full_rebuild(world):
+    from sunat_pipeline.features.history import build_state
+
+    day = DAYS[1]
+    items = day_items(world, day)
+    b = bounded(world, day)
+    state = build_state(b["outcomes"], b["customs_history"], day, EXTENDED.profiles)
+    full = build_features(items, **b, spec=EXTENDED)
+    pd.testing.assert_frame_equal(build_features(items, **b, spec=EXTENDED, profile_state=state), full)
+
+
+def test_tax_rates_come_from_the_settings(world):
+    day = DAYS[-1]
+    items = day_items(world, day)
+    b = bounded(world, day)
+    base = build_features(items, **b)
+    pd.testing.assert_frame_equal(base, build_features(items, **b, taxes=TaxSettings()))
+    other = build_features(items, **b, taxes=TaxSettings(igv_rate=0.20, ipm_rate=0.0))
+    changed = {"taxes_over_cif", "tax_igv_credit_over_import_igv"}
+    pd.testing.assert_frame_equal(base.drop(columns=list(changed)), other.drop(columns=list(changed)))
+    cif, duty = items.cif_usd.to_numpy(float), items.duty_rate.to_numpy(float)
+    np.testing.assert_allclose(other.taxes_over_cif, (cif * duty + (cif + cif * duty) * 0.20) / cif)
+    ok = base.tax_igv_credit_over_import_igv.notna()
+    assert ok.any()
+    np.testing.assert_allclose(other.tax_igv_credit_over_import_igv[ok], base.tax_igv_credit_over_import_igv[ok] * 0.8)

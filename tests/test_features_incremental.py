@@ -8,32 +8,22 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from tinyworld import LONG_WORLD, lake_settings
 
 from sunat_pipeline.features import history as profiles
 from sunat_pipeline.features.build import build_features
 from sunat_pipeline.features.history import ProfileState, advance, build_state, update_profiles
-from sunat_pipeline.ingest.pipeline import read_typed
-from sunat_pipeline.ingest.sources import SOURCES
-from sunat_pipeline.settings import get_settings
-from sunat_sim.world import WorldConfig, generate
 
-CFG = WorldConfig(seed=5, history_days=45, live_days=3, declarations_per_day=30, min_delay_days=1,
-                  max_delay_days=5)
 FIRST = date(2026, 1, 20)
 LAST = date(2026, 2, 14)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("profiles")
-    settings = get_settings(lake_root=tmp / "data", mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db")
-    generate(CFG, settings.lake)
-
-    def load(source: str) -> pd.DataFrame:
-        frames = [read_typed(f, SOURCES[source]) for f in sorted((settings.landing / source).glob("*.csv"))]
-        return pd.concat([f for f in frames if len(f)], ignore_index=True)
-
-    w = {s: load(s) for s in ("customs", "enforcement", "tax", "exchange_rates", "reference_prices")}
+def world(tiny_world, tmp_path_factory):
+    """The long world's landed extracts as typed frames, and an empty lake of the module's own for the saved
+    state (the frames are handed to the profile functions; nothing reads the lake's silver)."""
+    settings = lake_settings(tmp_path_factory.mktemp("profiles"))
+    w = tiny_world(LONG_WORLD).landed_frames()
     # Corrections: some items get a second report with the other result, a few days after the first.
     enf = w["enforcement"]
     first = enf.sort_values("record_id").groupby("reported_date").head(1)

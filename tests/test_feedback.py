@@ -7,37 +7,27 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
+from tinyworld import LONG_WORLD, lake_settings
 
+from sunat_pipeline import ingest
 from sunat_pipeline.feedback import offences as feedback
-from sunat_pipeline.ingest import pipeline as ingest
-from sunat_pipeline.ingest.sources import SOURCES
+from sunat_pipeline.feedback import weights as rule_weights
 from sunat_pipeline.lake.store import partition, write_parquet_atomic
 from sunat_pipeline.selection.rules import load_rules
-from sunat_pipeline.settings import get_settings
-from sunat_sim.world import WorldConfig, generate
 
-# Delays of 1-3 days: legacy outcomes keep being reported during the live days.
-CFG = WorldConfig(seed=7, history_days=40, live_days=3, declarations_per_day=40, min_delay_days=1, max_delay_days=3)
-D1, D2, D3 = CFG.live_dates
-
-
-def _settings(tmp, **kw):
-    return get_settings(lake_root=tmp / "data", mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db", **kw)
+# The long world: legacy outcomes keep being reported during the live days; its first three are enough.
+D1, D2, D3 = LONG_WORLD.live_dates[:3]
 
 
 @pytest.fixture(scope="module")
-def silver_lake(tmp_path_factory):
-    """A world ingested up to the last live day (silver only is needed by feedback)."""
-    settings = _settings(tmp_path_factory.mktemp("fb_world"))
-    generate(CFG, settings.lake)
-    for s in SOURCES:
-        ingest.ingest_source(settings, s, D3)
-    return settings
+def silver_lake(tiny_world):
+    """The world ingested up to D3; shared, so each test copies its silver (all feedback reads)."""
+    return tiny_world(LONG_WORLD, upto=D3)
 
 
 def _copy(silver_lake, tmp_path_factory, name: str, **kw):
-    settings = _settings(tmp_path_factory.mktemp(name), **kw)
-    shutil.copytree(silver_lake.silver, settings.silver)
+    settings = lake_settings(tmp_path_factory.mktemp(name), **kw)
+    shutil.copytree(silver_lake.lake / "silver", settings.silver)
     return settings
 
 
@@ -55,14 +45,14 @@ def _enforcement(settings, upto):
 
 def test_versions_are_written_in_order(run3):
     settings, summaries = run3
-    assert feedback.versions(settings) == [f"rw-{d}" for d in (D1, D2, D3)]
-    assert [s["previous"] for s in summaries] == [feedback.INITIAL, f"rw-{D1}", f"rw-{D2}"]
+    assert rule_weights.versions(settings) == [f"rw-{d}" for d in (D1, D2, D3)]
+    assert [s["previous"] for s in summaries] == [rule_weights.INITIAL, f"rw-{D1}", f"rw-{D2}"]
     enf = _enforcement(settings, D3)
     rep = pd.to_datetime(enf.reported_date).dt.date
     expected = [(rep <= D1).sum(), (rep == D2).sum(), (rep == D3).sum()]
     assert [s["outcomes"] for s in summaries] == expected
     assert all(n > 0 for n in expected), "the fixture world should report outcomes on each live day"
-    rec = feedback.load_version(settings, f"rw-{D2}")
+    rec = rule_weights.load_version(settings, f"rw-{D2}")
     assert rec["previous"] == f"rw-{D1}" and rec["date"] == D2.isoformat()
     assert rec["outcome_reported_dates"] == [D2.isoformat(), D2.isoformat()]  # the records it folded
 
@@ -70,11 +60,11 @@ def test_versions_are_written_in_order(run3):
 def test_weights_move_at_most_max_step_per_version(run3):
     settings, _ = run3
     step = settings.feedback.max_step
-    prev = feedback.load_version(settings, feedback.INITIAL)["weights"]
+    prev = rule_weights.load_version(settings, rule_weights.INITIAL)["weights"]
     assert prev == load_rules(settings.rules_path).initial_weights()
     moved = 0.0
-    for v in feedback.versions(settings):
-        w = feedback.load_version(settings, v)["weights"]
+    for v in rule_weights.versions(settings):
+        w = rule_weights.load_version(settings, v)["weights"]
         assert w.keys() == prev.keys()
         for r in w:
             assert abs(w[r] - prev[r]) <= step + 1e-9, (v, r)
@@ -86,11 +76,11 @@ def test_weights_move_at_most_max_step_per_version(run3):
 
 def test_a_tight_max_step_bounds_every_move(silver_lake, tmp_path_factory):
     settings = _copy(silver_lake, tmp_path_factory, "fb_tight", feedback={"max_step": 0.02})
-    prev = feedback.load_version(settings, feedback.INITIAL)["weights"]
+    prev = rule_weights.load_version(settings, rule_weights.INITIAL)["weights"]
     clamped = 0
     for d in (D1, D2):
         feedback.update(settings, d)
-        rec = feedback.load_version(settings, f"rw-{d}")
+        rec = rule_weights.load_version(settings, f"rw-{d}")
         for r, w in rec["weights"].items():
             delta = w - prev[r]
             assert abs(delta) <= 0.02 + 1e-9
@@ -109,16 +99,16 @@ def test_a_tight_max_step_bounds_every_move(silver_lake, tmp_path_factory):
 def test_evidence_counts_hits_of_inspected_items(run3):
     settings, _ = run3
     total = {}
-    for v in feedback.versions(settings):
-        rec = feedback.load_version(settings, v)
+    for v in rule_weights.versions(settings):
+        rec = rule_weights.load_version(settings, v)
         for r, ev in rec["evidence"].items():
             assert 0 <= ev["new_frauds"] <= ev["new_inspected"]
             total[r] = total.get(r, 0) + ev["new_inspected"]
             assert ev["inspected"] == total[r]
     assert sum(total.values()) > 0
     hist = pd.read_parquet(settings.gold / "rule_weights" / "history.parquet")
-    assert len(hist) == len(feedback.versions(settings)) * len(total)
-    pd.testing.assert_frame_equal(hist, feedback.weights_history(settings))
+    assert len(hist) == len(rule_weights.versions(settings)) * len(total)
+    pd.testing.assert_frame_equal(hist, rule_weights.weights_history(settings))
 
 
 def test_offence_database_has_every_outcome_once(run3):
@@ -142,7 +132,7 @@ def test_rerunning_a_day_is_idempotent(run3):
     s1 = feedback.update(settings, D1)
     after = {p.name: p.read_bytes() for p in wdir.glob("rw-*.json")}
     assert after == before
-    assert s1["previous"] == feedback.INITIAL and s2["previous"] == f"rw-{D1}"
+    assert s1["previous"] == rule_weights.INITIAL and s2["previous"] == f"rw-{D1}"
     off_after = feedback.offences(settings)
     pd.testing.assert_frame_equal(off_after, off_before)
     assert not off_after.record_id.duplicated().any()
@@ -152,28 +142,28 @@ def test_rerunning_a_day_is_idempotent(run3):
 
 def test_version_before_is_strictly_before(run3):
     settings, _ = run3
-    assert feedback.version_before(settings, D1) == feedback.INITIAL
-    assert feedback.version_before(settings, D1 + timedelta(days=1)) == f"rw-{D1}"
-    assert feedback.version_before(settings, D2) == f"rw-{D1}"  # rw-D2 exists but is not before D2
-    assert feedback.version_before(settings, D3) == f"rw-{D2}"
-    assert feedback.version_before(settings, D3 + timedelta(days=30)) == f"rw-{D3}"
+    assert rule_weights.version_before(settings, D1) == rule_weights.INITIAL
+    assert rule_weights.version_before(settings, D1 + timedelta(days=1)) == f"rw-{D1}"
+    assert rule_weights.version_before(settings, D2) == f"rw-{D1}"  # rw-D2 exists but is not before D2
+    assert rule_weights.version_before(settings, D3) == f"rw-{D2}"
+    assert rule_weights.version_before(settings, D3 + timedelta(days=30)) == f"rw-{D3}"
 
 
 def test_version_before_with_gaps(tmp_path):
-    settings = _settings(tmp_path)
-    assert feedback.versions(settings) == []
+    settings = lake_settings(tmp_path)
+    assert rule_weights.versions(settings) == []
     wdir = settings.gold / "rule_weights"
     wdir.mkdir(parents=True)
     for d in ("2026-03-01", "2026-02-20", "2026-03-10"):
         (wdir / f"rw-{d}.json").write_text("{}")
     (wdir / "history.parquet").write_bytes(b"")
-    assert feedback.versions(settings) == ["rw-2026-02-20", "rw-2026-03-01", "rw-2026-03-10"]
+    assert rule_weights.versions(settings) == ["rw-2026-02-20", "rw-2026-03-01", "rw-2026-03-10"]
     D = pd.Timestamp
-    assert feedback.version_before(settings, D("2026-02-20").date()) == feedback.INITIAL
-    assert feedback.version_before(settings, D("2026-02-21").date()) == "rw-2026-02-20"
-    assert feedback.version_before(settings, D("2026-03-05").date()) == "rw-2026-03-01"
-    assert feedback.version_before(settings, D("2026-03-10").date()) == "rw-2026-03-01"
-    assert feedback.version_before(settings, D("2026-03-11").date()) == "rw-2026-03-10"
+    assert rule_weights.version_before(settings, D("2026-02-20").date()) == rule_weights.INITIAL
+    assert rule_weights.version_before(settings, D("2026-02-21").date()) == "rw-2026-02-20"
+    assert rule_weights.version_before(settings, D("2026-03-05").date()) == "rw-2026-03-01"
+    assert rule_weights.version_before(settings, D("2026-03-10").date()) == "rw-2026-03-01"
+    assert rule_weights.version_before(settings, D("2026-03-11").date()) == "rw-2026-03-10"
 
 
 def test_offences_carry_the_pipeline_decision(silver_lake, tmp_path_factory):
@@ -185,7 +175,7 @@ def test_offences_carry_the_pipeline_decision(silver_lake, tmp_path_factory):
     d = item.declaration_date.date()
     scored = pd.DataFrame({"declaration_id": [rec.declaration_id], "item_no": [int(rec.item_no)],
                            "selection_reason": ["exploration"], "model_version": ["3"],
-                           "rule_weights_version": [feedback.INITIAL], "run_id": ["abc"]})
+                           "rule_weights_version": [rule_weights.INITIAL], "run_id": ["abc"]})
     write_parquet_atomic(scored, partition(settings.scored_dir, "declaration_date", d) / "part-0.parquet")
     feedback.update(settings, D1)
     off = feedback.offences(settings).set_index("record_id")

@@ -10,17 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from handscore import score_by_hand
+from tinyworld import SHORT_WORLD
 
+from sunat_pipeline import ingest
 from sunat_pipeline.feedback import offences as feedback
-from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline.feedback import weights as rule_weights
 from sunat_pipeline.ingest.sources import SOURCES
 from sunat_pipeline.lake.store import atomic_write_bytes, partition
-from sunat_pipeline.settings import get_settings
 from sunat_sim.inspection import inspect_day
-from sunat_sim.world import ENFORCEMENT_COLUMNS, WorldConfig, generate, landing_name
+from sunat_sim.world import ENFORCEMENT_COLUMNS, landing_name
 
-CFG = WorldConfig(seed=7, history_days=45, live_days=3, declarations_per_day=60, min_delay_days=1, max_delay_days=1)
-D1, D2, D3 = CFG.live_dates
+D1, D2, D3 = SHORT_WORLD.live_dates  # outcomes come back the day after inspection
 CAPACITY = {"red": 2, "yellow": 3}
 
 
@@ -49,16 +49,14 @@ def digest(settings) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def story(tmp_path_factory):
+def story(tiny_world, tmp_path_factory):
     """Three live days: D1 scored by hand and inspected; a late extract dated D1 lands after D1's run;
     corrections land on D3. Every feedback run is repeated; snapshots are kept for the tests."""
-    tmp = tmp_path_factory.mktemp("fb_idem")
-    s = get_settings(lake_root=tmp / "data", mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db",
-                     selection={"default_capacity": CAPACITY})
-    generate(CFG, s.lake)
+    s = tiny_world(SHORT_WORLD, upto=D1).copy(tmp_path_factory.mktemp("fb_idem"),
+                                              selection={"default_capacity": CAPACITY})
     st = {"settings": s}
 
-    ingest_all(s, D1)
+    ingest_all(s, D1)  # already ingested: adds nothing
     score_by_hand(s, D1)
     st["fb1"] = feedback.update(s, D1)
     st["d1"] = digest(s)
@@ -124,7 +122,7 @@ def test_rerunning_feedback_changes_nothing(story):
         assert {k: v for k, v in again.items() if k not in ("rerun", "offence_partitions_written")} == \
             {k: v for k, v in first.items() if k not in ("rerun", "offence_partitions_written")}
     s = story["settings"]
-    assert feedback.versions(s) == [f"rw-{d}" for d in (D1, D2, D3)]  # no new version from the re-runs
+    assert rule_weights.versions(s) == [f"rw-{d}" for d in (D1, D2, D3)]  # no new version from the re-runs
     for p in (s.gold / "offences").glob("reported_date=*"):
         assert [f.name for f in p.iterdir()] == ["part-0.parquet"], p
     assert not any(s.lake.rglob(".*.tmp"))
@@ -145,7 +143,7 @@ def test_late_extract_is_folded_by_the_next_version(story):
     assert (got.folded_in == f"rw-{D2}").all()
     assert (pd.to_datetime(got.reported_date).dt.date == D1).all()  # its own reported date, kept
     assert (got.selection_reason == "legacy").all()
-    rec = feedback.load_version(s, f"rw-{D2}")
+    rec = rule_weights.load_version(s, f"rw-{D2}")
     assert rec["late_records"] == len(late) and rec["outcomes_used"] == fb2["outcomes"]
     # What rw-D1 folded did not change when the late file arrived.
     assert not off[off.folded_in == f"rw-{D1}"].record_id.isin(late.record_id).any()
@@ -158,7 +156,7 @@ def test_every_record_is_folded_exactly_once(story):
     enf = ingest.silver(s, "enforcement", upto=D3)
     keys = set(zip(enf.record_id, feedback.record_hash(enf), strict=True))
     assert keys <= set(zip(off.record_id, off.record_hash, strict=True))
-    assert sum(feedback.load_version(s, v)["outcomes_used"] for v in feedback.versions(s)) == len(off)
+    assert sum(rule_weights.load_version(s, v)["outcomes_used"] for v in rule_weights.versions(s)) == len(off)
     # The re-send (c) added no row.
     c = story["corr"]["c"]
     assert (off.record_id == c.record_id).sum() == 1
@@ -205,8 +203,8 @@ def test_corrections_supersede_and_keep_history(story):
 
 def test_corrections_retract_what_they_supersede(story):
     s, corr = story["settings"], story["corr"]
-    rec = feedback.load_version(s, f"rw-{D3}")
-    prev = feedback.load_version(s, f"rw-{D2}")
+    rec = rule_weights.load_version(s, f"rw-{D3}")
+    prev = rule_weights.load_version(s, f"rw-{D2}")
     hist = feedback.offences(s, current=False)
     superseded = hist[hist.record_id.isin([corr["a"].record_id, corr["b_old"].record_id]) & ~hist.is_current]
     hits = pd.Series([h for hs in superseded.rule_hits for h in hs]).value_counts()
@@ -231,4 +229,4 @@ def test_weights_history_is_queryable_through_the_cli(story, capsys, monkeypatch
     assert out[0].startswith("version,date,rule_id,weight")
     assert [ln.split(",")[0] for ln in out[1:]] == [f"rw-{d}" for d in (D1, D2, D3)]
     hist = pd.read_parquet(s.gold / "rule_weights" / "history.parquet")
-    pd.testing.assert_frame_equal(hist, feedback.weights_history(s))
+    pd.testing.assert_frame_equal(hist, rule_weights.weights_history(s))

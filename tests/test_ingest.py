@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline import ingest
 from sunat_pipeline.ingest.sources import SOURCES
 from sunat_pipeline.settings import get_settings
 from sunat_sim.world import WorldConfig, generate

@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sunat_pipeline.ingest import pipeline as ingest
-from sunat_pipeline.ingest.sources import ISO_COUNTRIES, ISO_CURRENCIES, MARKERS_ENV, SOURCES
+from sunat_pipeline import ingest
+from sunat_pipeline.ingest import landing, reading, run, silver_tables
+from sunat_pipeline.ingest.sources import ISO_COUNTRIES, ISO_CURRENCIES, MAX_LINE_BYTES, SOURCES
 from sunat_pipeline.settings import get_settings
 
 DAY = date(2026, 3, 10)
@@ -151,7 +152,10 @@ def test_each_bad_case_has_a_clear_outcome(lake, name):
              and not p.name.endswith((".txt", ".json", ".html"))]
         assert len(q) == 1 and q[0].read_bytes() == data  # unchanged
         assert q[0].parent == settings.quarantine / "customs"  # never outside, whatever the name says
-        assert (q[0].with_name(q[0].name + ".report.html")).read_text().strip()
+        if "Validation of" in txt:  # read, so validated by Great Expectations: its Data Docs page exists
+            assert Path(o.data_docs).read_text().strip() and (settings.lake / m.data_docs).exists()
+        else:  # rejected before validation (unreadable, misnamed): the report is the record
+            assert not o.data_docs and not m.data_docs
         assert json.loads(q[0].with_name(q[0].name + ".report.json").read_text())["critical"]
         assert m.stored_at == "quarantine" and m.validation == "rejected"
     else:
@@ -186,7 +190,12 @@ def test_the_same_bad_bytes_again_are_ignored_and_a_corrected_file_is_picked_up(
     outs = {o.name: o.status for o in ingest.ingest_source(settings, "customs", DAY)}
     assert outs[f"customs__{DAY}__negative-fix.csv"] == "accepted"
     assert _keys(fixed) <= _keys(ingest.silver(settings, "customs"))
-    assert ingest.build_data_docs(settings).read_text().count("<tr") == 1 + len(CASES) + 2  # header + files
+    # GX's Data Docs index lists every validated file (by its run name: file name and sha256 prefix).
+    index = ingest.build_data_docs(settings).read_text()
+    man = ingest.manifest(settings)
+    validated = man[man.data_docs != ""]
+    assert len(validated) >= 10
+    assert all(f"{r.file_name}__{r.sha256[:12]}" in index for r in validated.itertuples())
 
 
 def test_latin1_declared_in_the_name_is_read_as_latin1(tmp_path):
@@ -221,8 +230,9 @@ def test_parquet_is_accepted_and_typed_like_csv(tmp_path):
 
 
 def test_a_file_still_being_written_is_left_for_the_next_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUNAT_INGEST__DONE_MARKERS", "customs,tax")  # the settings read it (comma-separated)
     settings = _settings(tmp_path)
-    monkeypatch.setenv(MARKERS_ENV, "customs")
+    assert settings.ingest.done_markers == ["customs", "tax"]
     full = csv_bytes(good_frame(9, seq0=20))
     p = land(settings, f"customs__{DAY}.csv", full[: len(full) // 2])  # half copied, no marker yet
     [o] = ingest.ingest_source(settings, "customs", DAY)
@@ -319,7 +329,7 @@ def test_a_task_killed_mid_write_and_retried_leaves_correct_output(tmp_path, mon
     ref, start = crash_lakes
     settings = _settings(tmp_path)
     shutil.copytree(start.lake, settings.lake)
-    real_replace = ingest.replace_partition
+    real_replace = silver_tables.replace_partition
     calls = {"n": 0}
 
     def crash(*a, **k):
@@ -331,10 +341,11 @@ def test_a_task_killed_mid_write_and_retried_leaves_correct_output(tmp_path, mon
             raise Killed
         return real_replace(*a, **k)
 
-    target = {"after_bronze": ("_merge_silver", crash), "mid_silver": ("replace_partition", crash_second_partition),
-              "before_manifest": ("_write_manifest", crash)}[where]
+    target = {"after_bronze": (run, "merge_silver", crash),
+              "mid_silver": (silver_tables, "replace_partition", crash_second_partition),
+              "before_manifest": (landing, "write_manifest", crash)}[where]
     with monkeypatch.context() as m:
-        m.setattr(ingest, *target)
+        m.setattr(*target)
         with pytest.raises(Killed):
             ingest.ingest_source(settings, "customs", NEXT)
     assert len(ingest.manifest(settings)) == 1  # the crashed file is not recorded: it will be retried
@@ -352,21 +363,21 @@ def test_a_task_killed_mid_write_and_retried_leaves_correct_output(tmp_path, mon
 
 def test_a_large_file_is_streamed_in_bounded_chunks(tmp_path, monkeypatch):
     settings = _settings(tmp_path)
-    big = good_frame(3000, seq0=1000)
+    big = good_frame(12000, seq0=1000)
     p = land(settings, f"customs__{DAY}.csv", csv_bytes(big))
-    chunk = 16 * 1024
+    chunk = 2 * MAX_LINE_BYTES  # the smallest block: one allowed line always fits
     sizes = [len(c) for c in ingest.iter_typed_chunks(p, SOURCES["customs"], chunk_bytes=chunk)]
-    assert len(sizes) > 10 and max(sizes) < 200 and sum(sizes) == 3000  # one block of text at a time
+    assert len(sizes) > 10 and max(sizes) < 1100 and sum(sizes) == 12000  # one block of text at a time
     one = ingest.read_batch(p, SOURCES["customs"], chunk_bytes=64 << 20)
     many = ingest.read_batch(p, SOURCES["customs"], chunk_bytes=chunk)
     assert one.chunks == 1 and many.chunks == len(sizes)
     pd.testing.assert_frame_equal(one.frame, many.frame)
-    assert many.frame.index[0] == 1 and many.frame.index[-1] == 3000  # row numbers survive chunking
-    monkeypatch.setattr(ingest, "CHUNK_BYTES", chunk)
+    assert many.frame.index[0] == 1 and many.frame.index[-1] == 12000  # row numbers survive chunking
+    monkeypatch.setattr(reading, "CHUNK_BYTES", chunk)
     [o] = ingest.ingest_source(settings, "customs", DAY)
-    assert o.status == "accepted" and o.rows == 3000
+    assert o.status == "accepted" and o.rows == 12000
     assert ingest.manifest(settings).chunks.tolist() == [len(sizes)]
-    assert len(ingest.silver(settings, "customs")) == 3000
+    assert len(ingest.silver(settings, "customs")) == 12000
 
 
 def test_reconcile_notices_a_lost_bronze_copy(tmp_path):

@@ -3,6 +3,7 @@ snapshots, byte-identical re-runs)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 
@@ -10,16 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from handscore import score_by_hand
+from test_output_readers import assert_reads_as_hive_table
+from tinyworld import SHORT_WORLD
 
+from sunat_pipeline import ingest
 from sunat_pipeline.feedback import offences as feedback
-from sunat_pipeline.ingest import pipeline as ingest
 from sunat_pipeline.ingest.sources import SOURCES
-from sunat_pipeline.lake.store import partition
 from sunat_pipeline.reporting import kpi, monitor, report
+from sunat_pipeline.reporting import kpi_tables as tables
+from sunat_pipeline.selection.output import read_scored
 from sunat_pipeline.selection.rules import load_rules
 from sunat_pipeline.settings import get_settings
 from sunat_sim.inspection import inspect_day
-from sunat_sim.world import WorldConfig, generate
 
 DAY = pd.Timestamp("2026-07-01")
 
@@ -91,8 +94,8 @@ def test_declarations_roll_up_and_rank_against_the_exploitation_cut(hand):
 
 def test_efficiency_hit_rates_and_the_efficiency_index(hand):
     _, decl, _ = hand
-    green = kpi.green_estimate(decl, min_sample=5)
-    e = kpi.efficiency(decl, green)
+    green = tables.green_estimate(decl, min_sample=5)
+    e = tables.efficiency(decl, green)
     o = e[(e.period_type == "all") & (e.customs_office == "118")].iloc[0]
     assert (o.declarations, o.selected, o.inspected, o.frauds, o.green) == (10, 7, 7, 5, 3)
     assert o.selection_rate == pytest.approx(0.7)
@@ -102,44 +105,44 @@ def test_efficiency_hit_rates_and_the_efficiency_index(hand):
     assert o.lift_exploitation == pytest.approx((2 / 3) / (1 / 2))
     assert o.discoveries == 2 and o.discovery_revenue_usd == pytest.approx(70.0)
     assert o.revenue_recovered_usd == pytest.approx(1470.0)
-    a = e[(e.period_type == "all") & (e.customs_office == kpi.ALL)].iloc[0]
+    a = e[(e.period_type == "all") & (e.customs_office == tables.ALL)].iloc[0]
     assert (a.declarations, a.frauds) == (12, 6) and a.hit_rate_targeted == pytest.approx(5 / 6)
     assert a.efficiency_index == pytest.approx((5 / 6) / (1 / 2))
     # One day only: the day, week and all rows agree.
     for ptype in ("day", "week"):
-        r = e[(e.period_type == ptype) & (e.customs_office == kpi.ALL)].iloc[0]
+        r = e[(e.period_type == ptype) & (e.customs_office == tables.ALL)].iloc[0]
         assert r.frauds == a.frauds and r.efficiency_index == pytest.approx(a.efficiency_index)
-    assert set(e.period_type) == {"day", "week", "all"} and set(e.customs_office) == {"118", "235", kpi.ALL}
+    assert set(e.period_type) == {"day", "week", "all"} and set(e.customs_office) == {"118", "235", tables.ALL}
 
 
 def test_undetected_fraud_in_green_from_random_selections(hand):
     _, decl, _ = hand
     # Too few random selections below the exploitation cut (1 < 5): every random selection is used.
-    g = kpi.green_estimate(decl, min_sample=5)
+    g = tables.green_estimate(decl, min_sample=5)
     assert g["basis"] == "all random selections" and (g["n"], g["frauds"]) == (2, 1) and g["rate"] == 0.5
     assert 0 < g["low"] < 0.5 < g["high"] < 1
-    e = kpi.efficiency(decl, g)
-    a = e[(e.period_type == "all") & (e.customs_office == kpi.ALL)].iloc[0]
+    e = tables.efficiency(decl, g)
+    a = e[(e.period_type == "all") & (e.customs_office == tables.ALL)].iloc[0]
     assert a.undetected_frauds_est == pytest.approx(4 * 0.5)  # 4 GREEN declarations
     assert a.undetected_revenue_est_usd == pytest.approx(2.0 * 50.0)  # revenue of a random hit
     assert a.missed_share_est == pytest.approx(2.0 / (2.0 + 6))
-    g1 = kpi.green_estimate(decl, min_sample=1)
+    g1 = tables.green_estimate(decl, min_sample=1)
     assert g1["basis"] == "random below the exploitation cut" and (g1["n"], g1["frauds"]) == (1, 1)
 
 
 def test_channels_cube_and_discoveries(hand):
     it, decl, off = hand
-    c = kpi.channels(decl)
-    red = c[(c.period_type == "all") & (c.customs_office == kpi.ALL) & (c.channel == "RED")
-            & (c.selection_reason == kpi.ALL)].iloc[0]
+    c = tables.channels(decl)
+    red = c[(c.period_type == "all") & (c.customs_office == tables.ALL) & (c.channel == "RED")
+            & (c.selection_reason == tables.ALL)].iloc[0]
     assert (red.declarations, red.inspected, red.frauds) == (5, 5, 4) and red.hit_rate == pytest.approx(0.8)
-    tot = c[(c.period_type == "all") & (c.customs_office == kpi.ALL) & (c.channel == kpi.ALL)
-            & (c.selection_reason == kpi.ALL)].iloc[0]
+    tot = c[(c.period_type == "all") & (c.customs_office == tables.ALL) & (c.channel == tables.ALL)
+            & (c.selection_reason == tables.ALL)].iloc[0]
     assert tot.declarations == 12 and tot["items"] == 13 and tot.items_inspected == 9
-    parts = c[(c.period_type == "all") & (c.customs_office != kpi.ALL) & (c.channel != kpi.ALL)
-              & (c.selection_reason != kpi.ALL)]
+    parts = c[(c.period_type == "all") & (c.customs_office != tables.ALL) & (c.channel != tables.ALL)
+              & (c.selection_reason != tables.ALL)]
     assert parts.declarations.sum() == 12 and parts.frauds.sum() == 6
-    d = kpi.discoveries(decl, off).set_index("declaration_id")
+    d = tables.discoveries(decl, off).set_index("declaration_id")
     assert set(d.index) == {"D04", "D06"} and d.missed_by_exploitation.all()
     assert d.loc["D04", "importer_prior_frauds"] == 1 and not d.loc["D04", "new_importer"]
     assert d.loc["D06", "new_importer"]
@@ -158,8 +161,7 @@ def test_kpis_of_a_lake_with_nothing_scored_yet(tmp_path):
 
 # --- the daily report on a tiny world ---------------------------------------------------------------------
 
-CFG = WorldConfig(seed=7, history_days=45, live_days=3, declarations_per_day=60, min_delay_days=1, max_delay_days=1)
-D1, D2, _ = CFG.live_dates
+D1, D2, _ = SHORT_WORLD.live_dates  # outcomes come back the day after inspection
 
 
 class _Stub:
@@ -168,16 +170,14 @@ class _Stub:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tiny_world, tmp_path_factory):
     """Two live days scored by hand, fed back and inspected; D2's report published twice, then D1's KPIs
     computed after D2 (a past day's snapshot)."""
-    tmp = tmp_path_factory.mktemp("kpi_world")
-    s = get_settings(lake_root=tmp / "data", mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db",
-                     selection={"default_capacity": {"red": 3, "yellow": 4}})
-    generate(CFG, s.lake)
+    s = tiny_world(SHORT_WORLD, upto=D1).copy(tmp_path_factory.mktemp("kpi_world"),
+                                              selection={"default_capacity": {"red": 3, "yellow": 4}})
     for d in (D1, D2):
         for src in SOURCES:
-            ingest.ingest_source(s, src, d)
+            ingest.ingest_source(s, src, d)  # D1: already ingested, adds nothing
         score_by_hand(s, d)
         feedback.update(s, d)
         inspect_day(s, d)
@@ -217,7 +217,7 @@ def test_daily_report_writes_every_table_and_an_html_page(world):
     assert any(page.resolve().as_uri() in m for m in world["logs"])
     summary = kpi.read(s, "summary", D2).iloc[0]
     assert summary.report_path == str(page) and summary.drift_checked
-    assert kpi.latest_summary(s)["report_date"] == D2.isoformat()
+    assert kpi.latest_summary(s)["report_date"] == D2  # from the path, a date
     assert report.last_report(s) == page
 
 
@@ -225,8 +225,7 @@ def test_report_figures_match_a_direct_count(world):
     s = world["settings"]
     summary = kpi.read(s, "summary", D2).iloc[0]
     # Independently: the declarations of D1 and D2 and their current outcomes as of D2.
-    scored = pd.concat([pd.read_parquet(partition(s.scored_dir, "declaration_date", d) / "part-0.parquet")
-                        for d in (D1, D2)])
+    scored = read_scored(s, since=D1, upto=D2)
     off = feedback.offences(s, asof=D2)
     m = scored.merge(off[["declaration_id", "item_no", "result"]], on=["declaration_id", "item_no"], how="left")
     per = m.groupby("declaration_id").agg(channel=("channel", "first"), reason=("selection_reason", "first"),
@@ -235,7 +234,7 @@ def test_report_figures_match_a_direct_count(world):
     red = per[(per.channel == "RED") & per.inspected]
     assert len(red) > 0
     assert summary.hit_rate_red == pytest.approx(red.fraud.mean())
-    targeted = per[per.reason.isin(kpi.TARGETED) & per.inspected]
+    targeted = per[per.reason.isin(tables.TARGETED) & per.inspected]
     rnd = per[(per.reason == "random") & per.inspected]
     assert summary.hit_rate_targeted == pytest.approx(targeted.fraud.mean())
     if rnd.fraud.mean() > 0:
@@ -257,8 +256,8 @@ def test_recomputing_gives_the_same_tables_and_past_days_are_snapshots(world):
     s = world["settings"]
     for name, df in world["again"].items():
         stored = kpi.read(s, name, D2)
-        if name == "summary":  # publish adds the drift check and the page to the headline
-            stored = stored[df.columns]
+        assert (stored.report_date == D2).all()  # the snapshot's date, from the path
+        stored = stored[df.columns]  # (publish adds the drift check and the page to the headline)
         pd.testing.assert_frame_equal(stored.reset_index(drop=True), df.reset_index(drop=True), check_dtype=False,
                                       obj=name)
     # D1's KPIs, computed after D2: as of D1, no outcome of the pipeline's selections was back yet.
@@ -267,3 +266,49 @@ def test_recomputing_gives_the_same_tables_and_past_days_are_snapshots(world):
     assert s1.weights_produced == f"rw-{D1}"
     e = world["d1"]["efficiency"]
     assert e.inspected.sum() == 0 and set(e[e.period_type == "day"].period) == {D1.isoformat()}
+
+
+def test_every_partitioned_table_reads_as_one_hive_table(world):
+    """The partition key lives in the path only, so each table reads as one table with pandas, pyarrow and
+    DuckDB (tests/test_output_readers.py), the key back as a column."""
+    s = world["settings"]
+    tables = {s.scored_dir: "declaration_date", s.gold / "offences": "reported_date",
+              s.gold / "monitoring" / "drift": "report_date"}
+    tables.update({s.gold / "kpi" / t: "report_date" for t in kpi.TABLES})
+    for folder, key in tables.items():
+        assert_reads_as_hive_table(folder, key)
+
+
+def _cube_by_groupby(df, date_col, dims, sums):
+    """Reference: one pandas groupby per period type and per combination of rolled-up dims."""
+    out = []
+    for ptype, per in tables._periods(df[date_col]).items():
+        x = df.assign(period=per.to_numpy())
+        for roll in itertools.product([False, True], repeat=len(dims)):
+            y = x.assign(**{dim: tables.ALL for dim, r in zip(dims, roll, strict=True) if r})
+            out.append(y.groupby(["period", *dims], sort=True)[sums].sum().reset_index().assign(period_type=ptype))
+    res = pd.concat(out, ignore_index=True)
+    res = res.sort_values(["period_type", "period", *dims], kind="stable",
+                          key=lambda s: s.map({"day": 0, "week": 1, "all": 2}) if s.name == "period_type"
+                          else s.astype(str).str.replace(tables.ALL, "~", regex=False))
+    return res[["period_type", "period", *dims, *sums]].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("n", [0, 1, 400])
+def test_cube_equals_a_groupby_per_rollup(n):
+    rng = np.random.default_rng(n)
+    dims = ["customs_office", "channel", "selection_reason"]
+    df = pd.DataFrame({  # days across an ISO year boundary (2026-W53 / 2027-W01)
+        "declaration_date": pd.Timestamp("2026-12-25") + pd.to_timedelta(rng.integers(0, 14, n), unit="D"),
+        "customs_office": rng.choice(["118", "235", "046"], n), "channel": rng.choice(["RED", "YELLOW", "GREEN"], n),
+        "selection_reason": rng.choice(["random", "exploitation", "none"], n), "declarations": 1,
+        "items": rng.integers(1, 5, n), "frauds": rng.random(n) < 0.3,
+        "revenue_recovered_usd": np.round(rng.lognormal(6, 2, n), 2) * (rng.random(n) < 0.5),
+    })
+    sums = ["declarations", "items", "frauds", "revenue_recovered_usd"]
+    got, want = tables._cube(df, "declaration_date", dims, sums), _cube_by_groupby(df, "declaration_date", dims, sums)
+    assert list(got.columns) == list(want.columns) and len(got) == len(want)
+    if n:  # money may differ in the last bits (both sum with compensation, in different orders)
+        assert n < 400 or {"2026-W53", "2027-W01"} <= set(got.period)
+        pd.testing.assert_frame_equal(got, want.astype({c: "int64" for c in sums[:3]}), check_exact=False,
+                                      rtol=1e-12)

@@ -55,3 +55,39 @@ def test_targeting_report_keys_and_values():
     assert r["norm_rev_at_30"] == 0.25
     default = targeting_report(SCORE, Y)
     assert set(default) == {f"{m}_at_{t}" for m in ("precision", "recall") for t in ("1", "2", "5", "10")}
+
+
+def test_primary_metric_is_revenue_at_10_and_precision_without_revenue():
+    import pandas as pd
+
+    from sunat_pipeline.modeling.metrics import PRIMARY_METRIC, primary_metric, primary_score
+
+    n = 20
+    y = np.array([1, 0] * 10)
+    revenue = np.where(y == 1, np.arange(n, dtype=float), 0.0)
+    # Expected revenue ranks the frauds with the most revenue first; the probability ranks a clean item first.
+    pred = pd.DataFrame({"fraud_probability": np.r_[0.0, 1.0, np.zeros(n - 2)],
+                         "expected_revenue_usd": revenue.copy()})
+    assert primary_metric(revenue) == PRIMARY_METRIC == "revenue_at_10"
+    name, value = primary_score(pred, y, revenue)  # top 2 by expected revenue: frauds 18 and 16
+    assert name == "revenue_at_10" and value == pytest.approx((18 + 16) / revenue.sum(), abs=1e-6)
+    name, value = primary_score(pred, y)  # no revenue: top 2 by probability, item 1 (clean) and item 0 (fraud)
+    assert name == "precision_at_10" and value == pytest.approx(0.5)
+
+
+def test_calibration_uses_equal_count_bins():
+    from sunat_pipeline.modeling.metrics import calibration
+
+    rng = np.random.default_rng(0)
+    p = rng.random(5000)
+    y = (rng.random(5000) < p).astype(int)
+    cal, table = calibration(p, y, bins=10)
+    assert len(table) == 10 and table.n.sum() == 5000 and (table.n == 500).all()
+    assert (table.p_min.to_numpy()[1:] >= table.p_max.to_numpy()[:-1]).all()
+    assert cal["ece"] < 0.03 and abs(cal["brier"] - np.mean((p - y) ** 2)) < 1e-12
+    np.testing.assert_allclose(table.observed_rate, [y[(p >= lo) & (p <= hi)].mean() for lo, hi in
+                                                     zip(table.p_min, table.p_max, strict=True)])
+    bad, _ = calibration(np.clip(p * 0.3, 0, 1), y)
+    assert bad["ece"] > 0.2
+    one_class, _ = calibration(p, np.zeros(5000))  # a holdout without frauds still has a Brier score
+    assert one_class["brier"] == pytest.approx(np.mean(p ** 2)) and one_class["observed_rate"] == 0.0

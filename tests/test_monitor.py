@@ -8,20 +8,14 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+from tinyworld import SHORT_WORLD, lake_settings
 
-from sunat_pipeline.feedback import offences as feedback
-from sunat_pipeline.ingest import pipeline as ingest
+from sunat_pipeline import ingest
 from sunat_pipeline.lake.store import partition, write_parquet_atomic
-from sunat_pipeline.modeling import train
-from sunat_pipeline.reporting import monitor
-from sunat_pipeline.settings import get_settings
-from sunat_sim.world import WorldConfig, generate
+from sunat_pipeline.modeling import registry, train
+from sunat_pipeline.reporting import monitor, retrain
 
 DAY = date(2026, 3, 10)
-
-
-def _settings(tmp, **kw):
-    return get_settings(lake_root=tmp / "data", mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db", **kw)
 
 
 def test_psi_of_the_same_distribution_is_small_and_of_a_shift_large():
@@ -65,7 +59,7 @@ def _frames(n_ref=4000, n_cur=700, shift=0.0, new_origin=0.0, seed=0):
 
 
 def test_drift_table_rows_and_status(tmp_path):
-    s = _settings(tmp_path)
+    s = lake_settings(tmp_path)
     ref, cur = _frames(shift=1.0)
     t = monitor.drift_table(ref, cur, s, "3")
     assert t.variable.iloc[0] == "fraud_probability"
@@ -87,7 +81,7 @@ def _patched_check(monkeypatch, s, day, cur, ref):
 
 
 def test_check_warns_and_requests_a_retraining_once_per_cooldown(tmp_path, monkeypatch, caplog):
-    s = _settings(tmp_path)
+    s = lake_settings(tmp_path)
     ref, cur = _frames(new_origin=0.3)
     with caplog.at_level(logging.WARNING, logger="sunat_pipeline.reporting.monitor"):
         out = _patched_check(monkeypatch, s, DAY, cur, ref)
@@ -116,7 +110,7 @@ def test_check_warns_and_requests_a_retraining_once_per_cooldown(tmp_path, monke
 
 
 def test_no_drift_no_request(tmp_path, monkeypatch):
-    s = _settings(tmp_path)
+    s = lake_settings(tmp_path)
     ref, cur = _frames()
     out = _patched_check(monkeypatch, s, DAY, cur, ref)
     assert out["checked"] and not out["retrain_requested"] and not out["major"]
@@ -125,26 +119,26 @@ def test_no_drift_no_request(tmp_path, monkeypatch):
 
 
 def test_retrain_request_is_honoured_once_by_the_next_training(tmp_path, monkeypatch):
-    s = _settings(tmp_path)
+    s = lake_settings(tmp_path)
     ref, cur = _frames(new_origin=0.3)
     _patched_check(monkeypatch, s, DAY, cur, ref)
     # Not on the day itself (a re-run of that day must not train), then until a training on or after it.
-    assert monitor.retrain_request(s, DAY, DAY - timedelta(days=3)) is None
-    reason = monitor.retrain_request(s, DAY + timedelta(days=1), DAY - timedelta(days=3))
+    assert retrain.retrain_request(s, DAY, DAY - timedelta(days=3)) is None
+    reason = retrain.retrain_request(s, DAY + timedelta(days=1), DAY - timedelta(days=3))
     assert reason.startswith(f"drift requested on {DAY}") and "origin_country" in reason
-    assert monitor.retrain_request(s, DAY + timedelta(days=1), DAY) is not None  # trained earlier that day
-    assert monitor.retrain_request(s, DAY + timedelta(days=2), DAY + timedelta(days=1)) is None  # served
+    assert retrain.retrain_request(s, DAY + timedelta(days=1), DAY) is not None  # trained earlier that day
+    assert retrain.retrain_request(s, DAY + timedelta(days=2), DAY + timedelta(days=1)) is None  # served
 
     # train_if_due turns the request into a training (no champion change needed, nothing else due).
-    monkeypatch.setattr(train, "_runs_for", lambda settings, asof: [])
-    monkeypatch.setattr(train, "last_training_date", lambda settings: DAY - timedelta(days=2))
-    monkeypatch.setattr(train, "champion", lambda settings: ("v3", object()))
+    monkeypatch.setattr(registry, "runs_for", lambda settings, asof: [])
+    monkeypatch.setattr(registry, "last_training_date", lambda settings: DAY - timedelta(days=2))
+    monkeypatch.setattr(registry, "champion", lambda settings: ("v3", object()))
     monkeypatch.setattr(ingest, "silver", lambda *a, **k: pd.DataFrame())
     monkeypatch.setattr(train, "train_and_register", lambda settings, asof, reason, **kw: {"trained": True,
                                                                                      "reason": reason})
     got = train.train_if_due(s, DAY + timedelta(days=1))
     assert got["trained"] and got["reason"].startswith("drift requested")
-    monkeypatch.setattr(train, "last_training_date", lambda settings: DAY + timedelta(days=1))
+    monkeypatch.setattr(registry, "last_training_date", lambda settings: DAY + timedelta(days=1))
     assert train.train_if_due(s, DAY + timedelta(days=2)) == {"trained": False, "reason": "not due"}
 
 
@@ -156,17 +150,13 @@ class _Stub:
         return pd.DataFrame({"fraud_probability": p})
 
 
-def test_reference_and_check_on_a_lake(tmp_path):
-    s = _settings(tmp_path, monitoring={"reference_days": 14, "min_rows": 20})
-    cfg = WorldConfig(seed=3, history_days=30, live_days=1, declarations_per_day=40)
-    generate(cfg, s.lake)
-    (day,) = cfg.live_dates
-    for src in ("customs", "enforcement", "reference_prices", "tax", "exchange_rates"):
-        ingest.ingest_source(s, src, day)
+def test_reference_and_check_on_a_lake(tiny_world, tmp_path):
+    day = SHORT_WORLD.live_dates[0]
+    s = tiny_world(SHORT_WORLD, upto=day).copy(tmp_path, monitoring={"reference_days": 14, "min_rows": 20})
     ref = monitor.reference_frame(s, "5", model=_Stub(), training_date=day)
     cached = partition(s.gold / "monitoring" / "reference", "model_version", "5") / "part-0.parquet"
     assert cached.exists() and len(ref) > 100 and ref.fraud_probability.between(0, 1).all()
-    lodged = pd.to_datetime(feedback.silver(s, "customs", upto=day).declaration_date)
+    lodged = pd.to_datetime(ingest.silver(s, "customs", upto=day).declaration_date)
     in_window = ((lodged >= pd.Timestamp(day - timedelta(days=14))) & (lodged < pd.Timestamp(day))).sum()
     assert len(ref) == in_window
     pd.testing.assert_frame_equal(monitor.reference_frame(s, "5"), ref)  # from the cache, no model needed

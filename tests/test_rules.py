@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sunat_pipeline.features.build import FEATURES
+from sunat_pipeline.features.catalog import FEATURES
 from sunat_pipeline.selection.rules import evaluate, load_rules, summarise
 from sunat_pipeline.settings import get_settings
 from sunat_sim.world import CUSTOMS_COLUMNS

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from sunat_pipeline.selection.score import CONTRACT_COLUMNS, explain
+from sunat_pipeline.selection.output import CONTRACT_COLUMNS
+from sunat_pipeline.selection.reasons import explain
 
 
 def test_reference_deviation_in_words():

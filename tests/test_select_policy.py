@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from benchmarks.bench_select import synthetic_day
-from sunat_pipeline.features.build import CATALOG, FEATURES
+from sunat_pipeline.features.catalog import CATALOG, FEATURES
+from sunat_pipeline.selection.reasons import _DESCRIPTIONS, _selection_notes, explain
 from sunat_pipeline.selection.rules import load_rules
-from sunat_pipeline.selection.score import _DESCRIPTIONS, _selection_notes, explain
 from sunat_pipeline.selection.select import (
     BASIS,
     EMB_PREFIX,

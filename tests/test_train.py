@@ -1,7 +1,8 @@
-"""Training runs in MLflow (issue #5): what a run logs, baselines, champion/challenger, rollback, device fallback.
+"""Training runs in MLflow (issue #5): what a run logs, baselines, champion/challenger, rollback, device fallback,
+the experiment's type and the registered model's descriptions.
 
-A tiny synthetic world is ingested with the real GX suites and trained twice into a throw-away MLflow store
-(about 40 s on an idle 2-core machine, mostly ingest and MLflow's first start)."""
+The session's long tiny world (ingested with the real GX suites, shared with other modules) is trained twice
+into a throw-away MLflow store (about 25 s on a 2-core machine, mostly ingest and MLflow's first start)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tinyworld import LONG_WORLD
 
-from sunat_pipeline.ingest import pipeline as ingest
 from sunat_pipeline.lake.store import partition
-from sunat_pipeline.modeling import train
+from sunat_pipeline.modeling import registry, train
+from sunat_pipeline.modeling.metrics import PRIMARY_METRIC
 from sunat_pipeline.modeling.model import RiskModel, resolve_device
 from sunat_pipeline.settings import TrainingSettings, get_settings
-from sunat_sim.world import SOURCES, WorldConfig, generate
 
 TRAINING = TrainingSettings(n_estimators=40, max_depth=4, learning_rate=0.15, bag_size=2, holdout_days=12)
 ARTIFACTS = {"feature_catalog.csv", "feature_importance.csv", "feature_importance.png", "shap_summary.png",
@@ -27,18 +28,14 @@ ARTIFACTS = {"feature_catalog.csv", "feature_importance.csv", "feature_importanc
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train")
+def trained(tiny_world, tmp_path_factory):
+    """The long world ingested up to its third live day (the most labels of the shared worlds), in a lake and
+    MLflow store of the module's own that the registry finds through the environment; trained twice that day."""
+    d1 = LONG_WORLD.live_dates[2]
+    s = tiny_world(LONG_WORLD, upto=d1).copy(tmp_path_factory.mktemp("train"), training=TRAINING)
     mp = pytest.MonkeyPatch()
-    mp.setenv("SUNAT_LAKE_ROOT", str(tmp / "data"))
-    mp.setenv("SUNAT_MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-    s = get_settings(training=TRAINING)
-    cfg = WorldConfig(seed=11, history_days=36, live_days=1, declarations_per_day=50, min_delay_days=1,
-                      max_delay_days=2)
-    generate(cfg, s.lake)
-    d1 = cfg.live_dates[0]
-    for src in SOURCES:
-        ingest.ingest_source(s, src, d1)
+    mp.setenv("SUNAT_LAKE_ROOT", str(s.lake))
+    mp.setenv("SUNAT_MLFLOW_TRACKING_URI", s.tracking_uri)
     first = train.train_and_register(s, d1, reason="test")
     second = train.train_and_register(s, d1, reason="test again")  # a challenger, judged against the first
     yield s, first, second
@@ -46,7 +43,7 @@ def trained(tmp_path_factory):
 
 
 def _run(s, run_id):
-    return train._client(s).get_run(run_id)
+    return registry.client(s).get_run(run_id)
 
 
 def test_run_logs_params_snapshot_metrics_and_baselines(trained):
@@ -77,7 +74,7 @@ def test_run_logs_params_snapshot_metrics_and_baselines(trained):
 
 def test_run_artifacts_and_decision(trained, tmp_path):
     s, first, second = trained
-    client = train._client(s)
+    client = registry.client(s)
     names = {a.path for a in client.list_artifacts(first["run_id"])}
     assert names >= ARTIFACTS, ARTIFACTS - names
     d = Path(client.download_artifacts(first["run_id"], "champion_decision.json", str(tmp_path)))
@@ -97,14 +94,14 @@ def test_run_artifacts_and_decision(trained, tmp_path):
 
 def test_champion_alias_and_rollback(trained):
     s, first, second = trained
-    client = train._client(s)
+    client = registry.client(s)
     expected = second["version"] if second["promoted"] else first["version"]
     assert str(client.get_model_version_by_alias(s.registered_model, "champion").version) == expected
-    train.pin_champion(s, first["version"])
-    mv, model = train.champion(s)
+    registry.pin_champion(s, first["version"])
+    mv, model = registry.champion(s)
     assert str(mv.version) == first["version"] and isinstance(model, RiskModel)
     with pytest.raises(Exception):  # noqa: B017 - MLflow raises its own error for an unknown version
-        train.pin_champion(s, "999")
+        registry.pin_champion(s, "999")
 
 
 def test_label_sources_read_the_pipeline_selection_reasons(tmp_path):
@@ -122,15 +119,41 @@ def test_label_sources_read_the_pipeline_selection_reasons(tmp_path):
     assert train.label_sources(s, meta[meta.declaration_id == "C"])["label_share_legacy"] == 1.0
 
 
-def test_calibration_table():
-    rng = np.random.default_rng(0)
-    p = rng.random(5000)
-    y = (rng.random(5000) < p).astype(int)
-    cal, table = train.calibration(p, y, bins=10)
-    assert len(table) == 10 and table.n.sum() == 5000
-    assert cal["ece"] < 0.03 and abs(cal["brier"] - np.mean((p - y) ** 2)) < 1e-12
-    bad, _ = train.calibration(np.clip(p * 0.3, 0, 1), y)
-    assert bad["ece"] > 0.2
+def test_experiment_opens_in_the_model_training_view(trained):
+    s, first, _ = trained
+    exp = registry.client(s).get_experiment_by_name(s.mlflow_experiment)
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+    assert _run(s, first["run_id"]).info.experiment_id == exp.experiment_id
+
+
+def test_registered_model_and_versions_are_described(trained):
+    s, first, second = trained
+    client = registry.client(s)
+    model = client.get_registered_model(s.registered_model)
+    assert "probability that an item is found fraudulent" in model.description
+    assert "champion" in model.description
+    v1 = client.get_model_version(s.registered_model, first["version"])
+    assert "Promoted to champion: no champion yet." in v1.description
+    assert f"on {first['metrics']['n_train']} inspected items" in v1.description
+    v2 = client.get_model_version(s.registered_model, second["version"])
+    verdict = "Promoted to champion" if second["promoted"] else "Not promoted"
+    assert f"{verdict}: {second['decision']['why']}." in v2.description
+    assert f"{PRIMARY_METRIC} {second['metrics'][PRIMARY_METRIC]:.4f}" in v2.description
+
+
+@pytest.mark.parametrize(("challenger", "champion", "margin", "promoted"), [
+    (0.50, None, 0.05, True),  # no champion: the first model always becomes one
+    (0.55, 0.50, 0.05, True),  # exactly champion + margin
+    (0.60, 0.50, 0.05, True),
+    (0.54, 0.50, 0.05, False),  # better, but by less than the margin
+    (0.50, 0.50, 0.0, True),  # a tie with no margin keeps the newer model
+    (0.49, 0.50, 0.0, False),
+])
+def test_promotion_rule(challenger, champion, margin, promoted):
+    got, why = train.promotion(challenger, champion, margin)
+    assert got is promoted
+    if champion is not None:
+        assert f"{challenger:.4f}" in why and f"{champion:.4f}" in why and str(margin) in why
 
 
 def test_cuda_is_never_required(monkeypatch, caplog):

@@ -3,7 +3,9 @@
 An outcome counts for day D when its extract was available on or before D (``reported_date <= D``).
 Each inspected item counts once, with the latest result reported by D: a later correction never
 changes what an earlier day knew. Profiles exist per single key (importer, declarant, supplier, HS6,
-origin, office) and per cross (office x importer, HS6 x origin).
+origin, office) and per cross (office x importer, HS6 x origin): the default :class:`ProfileSpec`, which the
+daily pipeline uses. An external extract may ask for more keys and crosses (``sunat-pipeline evaluate``, from
+its mapping) and another smoothing; the same code computes them.
 
 Two ways to the same numbers (tested equal):
 
@@ -17,6 +19,8 @@ Two ways to the same numbers (tested equal):
 Smoothing: a single key's rate is ``(frauds + S * prior) / (inspections + S)`` with the global prior
 ``(all frauds + 1) / (all inspections + 10)``; a cross shrinks towards its parent's rate instead of the
 global prior (office x importer towards the importer, HS6 x origin towards the HS6).
+
+The vectorised helpers (day numbers, codes, as-of sums) are in ``sunat_pipeline.features.arrays``.
 """
 
 from __future__ import annotations
@@ -24,14 +28,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
+
+from sunat_pipeline.features.arrays import HS_LEVELS, cumulative_asof, encode, index_in, key_column, to_days
 
 log = logging.getLogger(__name__)
 
@@ -41,103 +45,52 @@ CROSSES = {
     "office_importer": ("customs_office", "importer_id", "importer_id"),
     "hs6_origin": ("hs6", "origin_country", "hs6"),
 }
-PROFILE_KINDS = (*PROFILE_KEYS, *CROSSES)
 SMOOTHING = 20.0  # pseudo-inspections at the prior: a new entity starts at the prior
 PRIOR_FRAUDS, PRIOR_INSPECTIONS = 1.0, 10.0  # global prior (frauds + 1) / (inspections + 10); 0.1 with no outcome
 SNAPSHOT_KEEP_DAYS = 35  # daily states older than this (before the newest) are pruned
-DAY_BITS = 20  # keys (code << DAY_BITS) | day: days since 1970 fit in 20 bits until the year 4840
 _LABEL, _ALL, _FINGERPRINT = "_label", "_all", "_fingerprint"
 
 
-# --- small vectorised helpers shared with features.py ----------------------------------------------------
-def to_days(s) -> np.ndarray:
-    """Dates (datetime64, Timestamps or datetime.date) as int64 days since 1970-01-01."""
-    if isinstance(s, pd.Series) and s.dtype.kind == "M" and getattr(s.dtype, "tz", None) is None:
-        d = s.to_numpy()
-    else:
-        d = pd.to_datetime(pd.Series(s) if not isinstance(s, pd.Series) else s).to_numpy()
-    return d.astype("datetime64[D]").view(np.int64)
+# --- which profiles -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProfileSpec:
+    """The profile kinds: single keys (item columns, or hs6/hs4/hs2 of hs_code), crosses of two keys
+    ``(name, first, second, parent)`` shrunk towards the parent key's rate, and the smoothing S."""
+
+    keys: tuple[str, ...] = PROFILE_KEYS
+    crosses: tuple[tuple[str, str, str, str], ...] = field(
+        default=tuple((n, a, b, p) for n, (a, b, p) in CROSSES.items()))
+    smoothing: float = SMOOTHING
+
+    def __post_init__(self):
+        names = set(self.keys)
+        for name, a, b, parent in self.crosses:
+            if a not in names or b not in names or parent not in names:
+                raise ValueError(f"profile cross {name}: {a}, {b} and its parent {parent} must be profile keys")
+            if name in names:
+                raise ValueError(f"profile kind {name!r} defined twice")
+            names.add(name)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (*self.keys, *(c[0] for c in self.crosses))
+
+    @property
+    def cross_map(self) -> dict[str, tuple[str, str, str]]:
+        return {n: (a, b, p) for n, a, b, p in self.crosses}
+
+    @property
+    def columns(self) -> list[str]:
+        """The item columns the keys read (``hs_code`` for the HS levels)."""
+        cols = [k for k in self.keys if k not in HS_LEVELS]
+        return cols + (["hs_code"] if any(k in HS_LEVELS for k in self.keys) else [])
 
 
-def _arrow(s: pd.Series) -> pa.Array:
-    a = pa.array(s, from_pandas=True)
-    if isinstance(a, pa.ChunkedArray):
-        a = a.combine_chunks()
-    if not (pa.types.is_string(a.type) or pa.types.is_large_string(a.type)):
-        a = pa.array(s.astype("str"), from_pandas=True)
-    return a
-
-
-def encode(s: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """(codes, uniques) of a text column: codes index uniques, -1 for missing. O(n) hashing (Arrow)."""
-    if len(s) == 0:
-        return np.zeros(0, dtype=np.int64), pd.Index([], dtype="str")
-    d = pc.dictionary_encode(_arrow(s))
-    codes = d.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return codes, pd.Index(d.dictionary.to_pylist(), dtype="str")
-
-
-def index_in(s: pd.Series, uniques: pd.Index) -> np.ndarray:
-    """Position of each value of ``s`` in ``uniques`` (-1 where absent or missing)."""
-    if len(s) == 0:
-        return np.zeros(0, dtype=np.int64)
-    if len(uniques) == 0:
-        return np.full(len(s), -1, dtype=np.int64)
-    vs = pa.array(np.asarray(uniques, dtype=object), type=pa.large_string())
-    a = _arrow(s)
-    if pa.types.is_string(a.type):
-        a = a.cast(pa.large_string())
-    return pc.index_in(a, value_set=vs).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def counting_argsort(codes: np.ndarray, ngroups: int) -> np.ndarray:
-    """Stable argsort of integer codes in [-1, ngroups): a counting sort, O(n + ngroups)."""
-    codes = np.asarray(codes, dtype=np.intp)
-    try:
-        from pandas._libs.algos import groupsort_indexer
-
-        return np.asarray(groupsort_indexer(codes, int(ngroups))[0], dtype=np.int64)
-    except Exception:  # pragma: no cover - private pandas API; same order, slower
-        return np.argsort(codes, kind="stable")
-
-
-def cumulative_asof(l_code: np.ndarray, l_day: np.ndarray, values: list[np.ndarray], q_code: np.ndarray,
-                    q_day: np.ndarray) -> list[np.ndarray]:
-    """Per query (code, day): sums of ``values`` over rows of the same code dated on or before the day.
-
-    Codes < 0 never match. Values are summed per (code, day) and accumulated per code, so the result
-    for a day depends only on rows dated up to that day.
-    """
-    ok = l_code >= 0
-    key = (l_code[ok].astype(np.int64) << DAY_BITS) | l_day[ok]
-    order = np.argsort(key, kind="stable")
-    ks = key[order]
-    out = [np.zeros(len(q_code)) for _ in values]
-    if not len(ks):
-        return out
-    start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-    uk = ks[start]
-    grp = uk >> DAY_BITS
-    first = np.r_[True, grp[1:] != grp[:-1]]
-    gfirst = np.maximum.accumulate(np.where(first, np.arange(len(uk)), 0))
-    pos = np.searchsorted(uk, (q_code.astype(np.int64) << DAY_BITS) | q_day, side="right") - 1
-    hit = (q_code >= 0) & (pos >= 0)
-    pc_ = pos.clip(0)
-    hit &= grp[pc_] == q_code
-    for i, v in enumerate(values):
-        sums = np.add.reduceat(np.asarray(v, dtype=float)[ok][order], start)
-        cs = np.cumsum(sums)
-        base = np.where(gfirst > 0, cs[gfirst - 1], 0.0)
-        cum = cs - base
-        out[i] = np.where(hit, cum[pc_], 0.0)
-    return out
+DEFAULT_PROFILES = ProfileSpec()
 
 
 # --- labelled outcomes -----------------------------------------------------------------------------------
-_ENTITY_COLUMNS = [k for k in PROFILE_KEYS if k != "hs6"]
-
-
-def attach_entities(o: pd.DataFrame, customs: pd.DataFrame) -> pd.DataFrame:
+def attach_entities(o: pd.DataFrame, customs: pd.DataFrame, spec: ProfileSpec = DEFAULT_PROFILES) -> pd.DataFrame:
     """Rows of ``o`` (declaration_id, item_no) whose item is in ``customs``, with its entities (an inner
     join in ``o``'s order; the last customs row of an item wins). Integer keys: no join on text columns."""
     ids = pd.Index(pd.unique(o.declaration_id.dropna().astype("str")), dtype="str")
@@ -156,10 +109,13 @@ def attach_entities(o: pd.DataFrame, customs: pd.DataFrame) -> pd.DataFrame:
     p = np.searchsorted(cks, ok).clip(0, max(len(cks) - 1, 0))
     hit = np.flatnonzero((cks[p] == ok) & (ok >= 0)) if len(cks) else np.zeros(0, dtype=np.int64)
     out = o.iloc[hit].reset_index(drop=True)
-    ent = customs[[*_ENTITY_COLUMNS, "hs_code"]].iloc[pos[order[p[hit]]]].reset_index(drop=True)
-    for k in _ENTITY_COLUMNS:
+    cols = [c for c in spec.columns if c != "hs_code"]
+    ent = customs[[*cols, "hs_code"]].iloc[pos[order[p[hit]]]].reset_index(drop=True)
+    for k in cols:
         out[k] = ent[k]
-    out["hs6"] = ent.hs_code.str[:6]
+    for k in spec.keys:
+        if k in HS_LEVELS:
+            out[k] = key_column(ent, k)
     return out
 
 
@@ -181,7 +137,8 @@ def _report_deltas(o: pd.DataFrame, previous: pd.Series | None = None) -> pd.Dat
     return o.assign(n_delta=before.isna().astype(float), fraud_delta=o.fraud - before.fillna(0.0))
 
 
-def labelled_outcomes(outcomes: pd.DataFrame, customs: pd.DataFrame) -> pd.DataFrame:
+def labelled_outcomes(outcomes: pd.DataFrame, customs: pd.DataFrame,
+                      spec: ProfileSpec = DEFAULT_PROFILES) -> pd.DataFrame:
     """Outcome reports of inspected items, joined to the item's entities: one row per item and report date.
 
     An item reported again later (a correction) has several rows. ``n_delta`` (1 on the item's first
@@ -191,83 +148,85 @@ def labelled_outcomes(outcomes: pd.DataFrame, customs: pd.DataFrame) -> pd.DataF
     """
     cols = ["declaration_id", "item_no", "reported_date", "fraud", "revenue", "n_delta", "fraud_delta"]
     if outcomes.empty:
-        return pd.DataFrame(columns=[*cols, *PROFILE_KEYS])
-    return attach_entities(_report_deltas(outcomes)[cols], customs)
+        return pd.DataFrame(columns=[*cols, *spec.keys])
+    return attach_entities(_report_deltas(outcomes)[cols], customs, spec)
 
 
 # --- rates -----------------------------------------------------------------------------------------------
 def profile_rates(counts: dict[str, tuple[np.ndarray, np.ndarray]], total_n: np.ndarray,
-                  total_f: np.ndarray) -> pd.DataFrame:
+                  total_f: np.ndarray, spec: ProfileSpec = DEFAULT_PROFILES) -> pd.DataFrame:
     """Feature columns from (inspections, frauds) per profile kind and the global totals."""
     prior = (total_f + PRIOR_FRAUDS) / (total_n + PRIOR_INSPECTIONS)
+    s = spec.smoothing
     out: dict[str, np.ndarray] = {}
     rates: dict[str, np.ndarray] = {}
-    for k in PROFILE_KEYS:
+    for k in spec.keys:
         n, f = counts[k]
-        rates[k] = (f + SMOOTHING * prior) / (n + SMOOTHING)
-    for c, (_, _, parent) in CROSSES.items():
+        rates[k] = (f + s * prior) / (n + s)
+    for c, _, _, parent in spec.crosses:
         n, f = counts[c]
-        rates[c] = (f + SMOOTHING * rates[parent]) / (n + SMOOTHING)
-    for k in PROFILE_KINDS:
+        rates[c] = (f + s * rates[parent]) / (n + s)
+    for k in spec.kinds:
         out[f"{k}_n_insp"] = counts[k][0]
-    for k in PROFILE_KINDS:
+    for k in spec.kinds:
         out[f"{k}_fraud_rate"] = rates[k]
     return pd.DataFrame(out)
 
 
-def _item_keys(items: pd.DataFrame) -> dict[str, pd.Series]:
-    keys = {k: items[k] for k in PROFILE_KEYS if k != "hs6"}
-    keys["hs6"] = items["hs6"] if "hs6" in items else items.hs_code.str[:6]
-    return keys
+def _item_keys(items: pd.DataFrame, spec: ProfileSpec = DEFAULT_PROFILES) -> dict[str, pd.Series]:
+    return {k: key_column(items, k) for k in spec.keys}
 
 
-def profile_features(items: pd.DataFrame, labelled: pd.DataFrame) -> pd.DataFrame:
+def profile_features(items: pd.DataFrame, labelled: pd.DataFrame,
+                     spec: ProfileSpec = DEFAULT_PROFILES) -> pd.DataFrame:
     """Full rebuild: profiles of each item from outcomes reported on or before the item's date."""
     q_day = to_days(items.declaration_date)
     nq = len(items)
     if labelled.empty:
         zero = (np.zeros(nq), np.zeros(nq))
-        return profile_rates(dict.fromkeys(PROFILE_KINDS, zero), np.zeros(nq), np.zeros(nq))
+        return profile_rates(dict.fromkeys(spec.kinds, zero), np.zeros(nq), np.zeros(nq), spec)
     l_day = to_days(labelled.reported_date)
     dn, df_ = labelled.n_delta.to_numpy(float), labelled.fraud_delta.to_numpy(float)
     total_n, total_f = cumulative_asof(np.zeros(len(labelled), np.int64), l_day, [dn, df_],
                                        np.zeros(nq, np.int64), q_day)
-    qkeys = _item_keys(items)
+    qkeys = _item_keys(items, spec)
     codes: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
     counts = {}
-    for k in PROFILE_KEYS:
+    for k in spec.keys:
         lc, uniq = encode(labelled[k])
         codes[k] = (lc, index_in(qkeys[k], uniq), len(uniq))
-    for c, (a, b, _) in CROSSES.items():
+    for c, a, b, _ in spec.crosses:
         (la, qa, _), (lb, qb, nb) = codes[a], codes[b]
         lc = np.where((la >= 0) & (lb >= 0), la * nb + lb, -1)
         qc = np.where((qa >= 0) & (qb >= 0), qa * nb + qb, -1)
         codes[c] = (lc, qc, 0)
-    for k in PROFILE_KINDS:
+    for k in spec.kinds:
         lc, qc, _ = codes[k]
         n, f = cumulative_asof(lc, l_day, [dn, df_], qc, q_day)
         counts[k] = (n, f)
-    return profile_rates(counts, total_n, total_f)
+    return profile_rates(counts, total_n, total_f, spec)
 
 
 # --- incremental state -----------------------------------------------------------------------------------
-def _kind_keys(df: pd.DataFrame, kind: str) -> pd.Series:
-    if kind in CROSSES:
-        a, b, _ = CROSSES[kind]
+def _kind_keys(df: pd.DataFrame, kind: str, spec: ProfileSpec = DEFAULT_PROFILES) -> pd.Series:
+    crosses = spec.cross_map
+    if kind in crosses:
+        a, b, _ = crosses[kind]
         return df[a].astype("str") + "|" + df[b].astype("str")
     return df[kind].astype("str")
 
 
-def _sum_counts(lab: pd.DataFrame) -> pd.DataFrame:
+def _sum_counts(lab: pd.DataFrame, spec: ProfileSpec = DEFAULT_PROFILES) -> pd.DataFrame:
     """Totals of n_delta / fraud_delta per (kind, key), plus the global row."""
     frames = [pd.DataFrame({"kind": [_ALL], "key": [""], "n": [float(lab.n_delta.sum())],
                             "f": [float(lab.fraud_delta.sum())]})]
-    for kind in PROFILE_KINDS:
-        key = _kind_keys(lab, kind)
-        if kind not in CROSSES:
+    crosses = spec.cross_map
+    for kind in spec.kinds:
+        key = _kind_keys(lab, kind, spec)
+        if kind not in crosses:
             ok = (key.notna() & lab[kind].notna()).to_numpy()
         else:
-            a, b, _ = CROSSES[kind]
+            a, b, _ = crosses[kind]
             ok = (key.notna() & lab[a].notna() & lab[b].notna()).to_numpy()
         g = pd.DataFrame({"key": key[ok].to_numpy(), "n": lab.n_delta[ok].to_numpy(float),
                           "f": lab.fraud_delta[ok].to_numpy(float)}).groupby("key", sort=True).sum()
@@ -332,7 +291,8 @@ def _reported_by(outcomes: pd.DataFrame, asof: date) -> pd.DataFrame:
     return outcomes[to_days(outcomes.reported_date) <= to_days([asof])[0]]
 
 
-def advance(state: ProfileState, outcomes: pd.DataFrame, customs: pd.DataFrame, asof: date) -> ProfileState:
+def advance(state: ProfileState, outcomes: pd.DataFrame, customs: pd.DataFrame, asof: date,
+            spec: ProfileSpec = DEFAULT_PROFILES) -> ProfileState:
     """The state as of ``asof``: ``state`` plus the outcomes reported after ``state.asof`` up to ``asof``.
 
     ``outcomes`` may hold any reports (earlier ones are ignored, later ones too); ``customs`` must hold
@@ -350,8 +310,8 @@ def advance(state: ProfileState, outcomes: pd.DataFrame, customs: pd.DataFrame, 
         return ProfileState(asof, state.counts, state.labels, fp, nrec)
     prev = state.labels.set_index(["declaration_id", "item_no"]).fraud if len(state.labels) else None
     o = _report_deltas(new, prev)
-    lab = attach_entities(o, customs)
-    delta = _sum_counts(lab)
+    lab = attach_entities(o, customs, spec)
+    delta = _sum_counts(lab, spec)
     counts = pd.concat([state.counts, delta], ignore_index=True).groupby(["kind", "key"], sort=True)[
         ["n", "f"]].sum().reset_index()
     latest = o.drop_duplicates(["declaration_id", "item_no"], keep="last")
@@ -364,12 +324,13 @@ def advance(state: ProfileState, outcomes: pd.DataFrame, customs: pd.DataFrame, 
     return ProfileState(asof, counts, labels, fp, nrec)
 
 
-def build_state(outcomes: pd.DataFrame, customs: pd.DataFrame, asof: date) -> ProfileState:
+def build_state(outcomes: pd.DataFrame, customs: pd.DataFrame, asof: date,
+                spec: ProfileSpec = DEFAULT_PROFILES) -> ProfileState:
     """Full rebuild of the state as of ``asof`` from every outcome reported by then."""
-    return advance(ProfileState.empty(date(1970, 1, 1)), outcomes, customs, asof)
+    return advance(ProfileState.empty(date(1970, 1, 1)), outcomes, customs, asof, spec)
 
 
-def state_features(items: pd.DataFrame, state: ProfileState) -> pd.DataFrame:
+def state_features(items: pd.DataFrame, state: ProfileState, spec: ProfileSpec = DEFAULT_PROFILES) -> pd.DataFrame:
     """Profile features of items lodged on ``state.asof`` (what the daily scoring run uses)."""
     days = to_days(items.declaration_date)
     if len(days) and (days != to_days([state.asof])[0]).any():
@@ -379,13 +340,14 @@ def state_features(items: pd.DataFrame, state: ProfileState) -> pd.DataFrame:
     tot = c[c.kind == _ALL]
     total_n = np.full(n_items, float(tot.n.sum()))
     total_f = np.full(n_items, float(tot.f.sum()))
-    frame = pd.DataFrame(_item_keys(items)).reset_index(drop=True)
+    frame = pd.DataFrame(_item_keys(items, spec)).reset_index(drop=True)
+    crosses = spec.cross_map
     counts = {}
-    for kind in PROFILE_KINDS:
+    for kind in spec.kinds:
         ck = c[c.kind == kind]
-        keys = _kind_keys(frame, kind)
-        if kind in CROSSES:
-            a, b, _ = CROSSES[kind]
+        keys = _kind_keys(frame, kind, spec)
+        if kind in crosses:
+            a, b, _ = crosses[kind]
             keys = keys.where(frame[a].notna() & frame[b].notna())
         else:
             keys = keys.where(frame[kind].notna())
@@ -393,7 +355,7 @@ def state_features(items: pd.DataFrame, state: ProfileState) -> pd.DataFrame:
         n = np.where(pos >= 0, ck.n.to_numpy()[pos.clip(0)] if len(ck) else 0.0, 0.0)
         f = np.where(pos >= 0, ck.f.to_numpy()[pos.clip(0)] if len(ck) else 0.0, 0.0)
         counts[kind] = (n, f)
-    return profile_rates(counts, total_n, total_f)
+    return profile_rates(counts, total_n, total_f, spec)
 
 
 # --- persistence (the daily run) -------------------------------------------------------------------------
@@ -426,7 +388,7 @@ def update_profiles(settings, day: date, outcomes: pd.DataFrame | None = None,
     changed since (a late or corrected extract for an earlier reported date).
     """
     if outcomes is None or customs is None:
-        from sunat_pipeline.ingest import pipeline as ingest
+        from sunat_pipeline import ingest
 
         outcomes = ingest.silver(settings, "enforcement", upto=day) if outcomes is None else outcomes
         customs = ingest.silver(settings, "customs", upto=day) if customs is None else customs

@@ -6,7 +6,8 @@ processed reported date is counted by the next version instead of being lost. Wh
 recorded twice: as rows of the offence database tagged ``folded_in = rw-D`` (the ledger), and in the
 version's JSON (the batches, the number of records and a checksum of their keys).
 
-The offence database (``gold/offences/reported_date=R/part-0.parquet``) is append-only and deduplicated:
+The offence database (``gold/offences/reported_date=R/part-0.parquet``; the reported date lives in the
+path only, readers get it back as a column) is append-only and deduplicated:
 a row is one version of an enforcement record, keyed by ``record_id`` and ``record_hash`` (a hash of the
 record's values), joined to the decision that caused the inspection (the scored output, or ``legacy`` for
 history) and to the rules that hit the item as of its declaration date. The same record landing again
@@ -15,11 +16,7 @@ the same declaration item) adds a row and supersedes the earlier one, which stay
 ``is_current = False`` and ``superseded_by = "<record_id>:<record_hash>"``: history is kept, and
 ``offences(settings)`` returns the current rows.
 
-Rule weights are Beta-Bernoulli estimates of each rule's precision (share of inspected items hitting the
-rule that turned out fraudulent; docs/feedback.md has the maths). The rules file's weight is the prior
-mean, worth ``prior_hits + prior_misses`` pseudo-inspections; the observed evidence decays by ``decay``
-per day so the weights follow changing behaviour; a correction retracts the superseded outcome; one
-version moves a weight by at most ``max_step``. Scoring on day D uses the latest version dated before D.
+The rule weights (``weights``) are derived from the change of current outcomes each version brings.
 
 A version, once written, is immutable: re-running its day re-derives it from exactly the records it
 folded (the ledger), so the re-run rewrites nothing and creates no version. Records that arrived since
@@ -30,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 from datetime import date
 from pathlib import Path
@@ -40,73 +36,38 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sunat_pipeline import ingest
 from sunat_pipeline.features.build import build_features, item_frame
+from sunat_pipeline.feedback.weights import (
+    INITIAL,
+    derive,
+    load_version,
+    version_before,
+    version_date,
+    versions,
+    write_version,
+)
 from sunat_pipeline.ingest.sources import SOURCES
-from sunat_pipeline.lake.store import atomic_write_bytes, partition, read_files, write_parquet_atomic
+from sunat_pipeline.lake.store import atomic_write_bytes, partition, read_partitioned
 from sunat_pipeline.selection import overrides
+from sunat_pipeline.selection.output import read_scored
 from sunat_pipeline.selection.rules import evaluate, load_rules
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-INITIAL = "rw-initial"
 
 RECORD_COLUMNS = list(SOURCES["enforcement"].columns)  # the enforcement record as reported
 ITEM_COLUMNS = ["declaration_date", "customs_office", "importer_id", "hs_code"]  # from the declaration
 DECISION_COLUMNS = ["selection_reason", "model_version", "rule_weights_version", "run_id"]  # from the scoring
 LEDGER_COLUMNS = ["rule_hits", "record_hash", "batch_sha256", "folded_in", "is_current", "superseded_by"]
+_DB_COLUMNS = RECORD_COLUMNS + ITEM_COLUMNS + DECISION_COLUMNS + LEDGER_COLUMNS
 _DATES = ("inspection_date", "reported_date", "declaration_date")
+_PARTITION = "reported_date"  # one partition per reported date, in the path only
 _FLOATS = ("revenue_recovered_usd", "penalty_usd")
-
-
-def _weights_dir(settings: Settings) -> Path:
-    return settings.gold / "rule_weights"
 
 
 def _offences_dir(settings: Settings) -> Path:
     return settings.gold / "offences"
-
-
-def _version_date(version: str) -> date:
-    return date.fromisoformat(version.removeprefix("rw-"))
-
-
-def versions(settings: Settings) -> list[str]:
-    """Dated versions, oldest first."""
-    d = _weights_dir(settings)
-    return sorted(p.stem for p in d.glob("rw-????-??-??.json")) if d.exists() else []
-
-
-def load_version(settings: Settings, version: str) -> dict:
-    if version == INITIAL:
-        rules = load_rules(settings.rules_path)
-        n0 = settings.feedback.prior_hits + settings.feedback.prior_misses
-        return {"version": INITIAL, "date": None, "previous": None, "weights": rules.initial_weights(),
-                "evidence": {r: {"alpha": w * n0, "beta": (1 - w) * n0, "inspected": 0, "frauds": 0}
-                             for r, w in rules.initial_weights().items()}, "outcomes_used": 0}
-    return json.loads((_weights_dir(settings) / f"{version}.json").read_text())
-
-
-def version_before(settings: Settings, day: date) -> str:
-    """The latest weights version dated strictly before ``day`` (what scoring on ``day`` uses)."""
-    older = [v for v in versions(settings) if _version_date(v) < day]
-    return older[-1] if older else INITIAL
-
-
-def weights_history(settings: Settings) -> pd.DataFrame:
-    """One row per (version, rule): the queryable history of the weights and their evidence."""
-    rows = []
-    for v in versions(settings):
-        rec = load_version(settings, v)
-        for rule, w in rec["weights"].items():
-            ev = rec["evidence"].get(rule, {})
-            rows.append({"version": v, "date": rec["date"], "rule_id": rule, "weight": w,
-                         "posterior_precision": ev.get("posterior_precision", np.nan),
-                         "ci90_low": ev.get("ci90_low", np.nan), "ci90_high": ev.get("ci90_high", np.nan),
-                         "inspected": ev.get("inspected", 0), "frauds": ev.get("frauds", 0),
-                         "inspected_in_version": ev.get("new_inspected", 0),
-                         "frauds_in_version": ev.get("new_frauds", 0),
-                         "retracted_in_version": ev.get("retracted_inspected", 0)})
-    return pd.DataFrame(rows)
 
 
 # --- the offence database --------------------------------------------------------------------------------
@@ -142,7 +103,7 @@ def _key(df: pd.DataFrame) -> pd.Series:
 
 def _columns(df: pd.DataFrame) -> list[str]:
     base = RECORD_COLUMNS + ITEM_COLUMNS + DECISION_COLUMNS
-    extra = [c for c in df.columns if c not in base and c not in LEDGER_COLUMNS]
+    extra = [c for c in df.columns if c not in _DB_COLUMNS]
     return base + extra + LEDGER_COLUMNS
 
 
@@ -177,28 +138,14 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def silver(settings: Settings, source: str, upto: date | None = None, since: date | None = None) -> pd.DataFrame:
-    """Kept for callers of the former fast reader: ``ingest.silver`` now reads the same way."""
-    from sunat_pipeline.ingest import pipeline as ingest
-
-    return ingest.silver(settings, source, upto=upto, since=since)
-
-
 def _empty_db() -> pd.DataFrame:
-    return _normalise(pd.DataFrame({c: pd.Series(dtype="object") for c in
-                                    RECORD_COLUMNS + ITEM_COLUMNS + DECISION_COLUMNS + LEDGER_COLUMNS}))
+    return _normalise(pd.DataFrame({c: pd.Series(dtype="object") for c in _DB_COLUMNS}))
 
 
 def _read_db(settings: Settings, upto: date | None = None) -> pd.DataFrame:
     """Every row version of the offence database (history included), normalised."""
     base = _offences_dir(settings)
-    files = []
-    for p in sorted(base.glob("reported_date=*")) if base.exists() else []:
-        if upto is None or date.fromisoformat(p.name.split("=", 1)[1]) <= upto:
-            files.extend(sorted(p.glob("*.parquet")))
-    db = read_files(files)
-    if db is None:
-        return _empty_db()
+    db = read_partitioned(base, _PARTITION, upto=upto, empty=_DB_COLUMNS)
     missing = [c for c in ("record_hash", "folded_in") if c not in db.columns]
     if missing:
         raise RuntimeError(f"the offence database under {base} predates the ledger columns {missing}: delete "
@@ -253,18 +200,18 @@ def _decisions(settings: Settings, dates: list[date]) -> pd.DataFrame:
     """Channel decisions of the pipeline for the given declaration dates (empty for history days), with
     the rules that hit each item when it was scored."""
     cols = ["declaration_id", "item_no", *DECISION_COLUMNS, "rule_hits"]
-    frames = []
-    for d in sorted(set(dates)):
-        p = partition(settings.scored_dir, "declaration_date", d) / "part-0.parquet"
-        if p.exists():
-            names = set(pq.read_schema(p).names)
-            frames.append(pd.read_parquet(p, columns=[c for c in cols if c in names]).reindex(columns=cols))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    dates = set(dates)
+    dec = read_scored(settings, since=min(dates), upto=max(dates)) if dates else pd.DataFrame()
+    dec = dec[dec.declaration_date.isin(dates)] if len(dec) else dec
+    if dec.empty:
+        return pd.DataFrame(columns=cols)
+    # Columns a day's file lacks (an older schema version) read as missing.
+    return dec.reindex(columns=cols).reset_index(drop=True)
 
 
 def _new_records(settings: Settings, day: date, folded: pd.DataFrame, version: str) -> pd.DataFrame:
     """Offence rows for every enforcement record reported by ``day`` that no version has folded in yet."""
-    enf_all = silver(settings, "enforcement", upto=day)
+    enf_all = ingest.silver(settings, "enforcement", upto=day)
     if enf_all.empty:
         return _empty_db()
     enf = enf_all.rename(columns={"_batch_sha256": "batch_sha256"})
@@ -277,7 +224,7 @@ def _new_records(settings: Settings, day: date, folded: pd.DataFrame, version: s
     if enf.empty:
         return _empty_db()
     key = ["declaration_id", "item_no"]
-    customs = silver(settings, "customs", upto=day)
+    customs = ingest.silver(settings, "customs", upto=day)
     items = customs.merge(enf[key].drop_duplicates(), on=key).reset_index(drop=True)
     dec = _decisions(settings, list(pd.to_datetime(items.declaration_date).dt.date.unique()))
     hits_by_item = {(d, int(i)): list(h) for d, i, h in zip(dec.declaration_id, dec.item_no, dec.rule_hits,
@@ -293,9 +240,9 @@ def _new_records(settings: Settings, day: date, folded: pd.DataFrame, version: s
                                                                    strict=True)]].reset_index(drop=True)
     if len(todo):
         rules = load_rules(settings.rules_path)
-        inp = {k: silver(settings, s, upto=day) for k, s in
+        inp = {k: ingest.silver(settings, s, upto=day) for k, s in
                [("reference", "reference_prices"), ("tax", "tax"), ("fx", "exchange_rates")]}
-        X = build_features(todo, customs_history=customs, outcomes=enf_all, **inp)
+        X = build_features(todo, customs_history=customs, outcomes=enf_all, **inp, taxes=settings.tax)
         h = evaluate(rules, item_frame(todo, X)).to_numpy()
         ids = np.array(rules.ids)
         hits_by_item.update({(d, int(i)): list(ids[row]) for d, i, row in
@@ -317,73 +264,21 @@ def _write_db(settings: Settings, new_db: pd.DataFrame, old_db: pd.DataFrame) ->
     affected = sorted(pd.to_datetime(diff._d).dt.date.unique())
     written = 0
     for d in affected:
-        pdir = partition(_offences_dir(settings), "reported_date", d)
+        pdir = partition(_offences_dir(settings), _PARTITION, d)
         part = new_db[pd.to_datetime(new_db.reported_date).dt.date == d]
         target = pdir / "part-0.parquet"
         if part.empty:
             if target.exists():
                 target.unlink()
             continue
-        data = _parquet_bytes(_normalise(part))
+        data = _parquet_bytes(_normalise(part).drop(columns=_PARTITION))
         if not target.exists() or target.read_bytes() != data:
             atomic_write_bytes(target, data)
             written += 1
     return written
 
 
-# --- rule weights ----------------------------------------------------------------------------------------
-
-def _rule_counts(rows: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
-    """Per rule: items hit and frauds among them."""
-    if rows.empty:
-        return {}, {}
-    x = rows[["rule_hits"]].assign(fraud=(rows.result == "FRAUD").to_numpy()).explode("rule_hits").dropna()
-    g = x.groupby("rule_hits").fraud
-    return g.size().astype(int).to_dict(), g.sum().astype(int).to_dict()
-
-
-def _beta_interval(a: float, b: float) -> tuple[float, float]:
-    """90% equal-tailed interval of Beta(a, b)."""
-    from scipy.special import betaincinv
-
-    lo, hi = betaincinv(a, b, [0.05, 0.95])
-    return round(float(lo), 6), round(float(hi), 6)
-
-
-def _derive(settings: Settings, day: date, prev: str, added: pd.DataFrame, removed: pd.DataFrame) -> tuple:
-    """The weights and evidence of version rw-``day`` from the previous version and the change of outcomes."""
-    rules = load_rules(settings.rules_path)
-    fb = settings.feedback
-    old = load_version(settings, prev)
-    n0 = fb.prior_hits + fb.prior_misses
-    days = 0 if prev == INITIAL else max(0, (day - _version_date(prev)).days)
-    keep = fb.decay ** days
-    ni, nf = _rule_counts(added)
-    ri, rf = _rule_counts(removed)
-    weights, evidence = {}, {}
-    for r, w0 in rules.initial_weights().items():
-        a0, b0 = w0 * n0, (1 - w0) * n0
-        pe = old["evidence"].get(r, {"alpha": a0, "beta": b0, "inspected": 0, "frauds": 0})
-        add_i, add_f, ret_i, ret_f = ni.get(r, 0), nf.get(r, 0), ri.get(r, 0), rf.get(r, 0)
-        # Decay only the observed part of the evidence; a correction retracts what it supersedes; the
-        # observed part never goes below zero, so the posterior never falls below the prior.
-        a = a0 + max(0.0, keep * (pe["alpha"] - a0) + add_f - ret_f)
-        b = b0 + max(0.0, keep * (pe["beta"] - b0) + (add_i - add_f) - (ret_i - ret_f))
-        target = a / (a + b)
-        prev_w = old["weights"].get(r, w0)
-        step = max(-fb.max_step, min(fb.max_step, target - prev_w))
-        weights[r] = round(prev_w + step, 6)
-        lo, hi = _beta_interval(a, b)
-        evidence[r] = {"alpha": round(a, 6), "beta": round(b, 6), "posterior_precision": round(target, 6),
-                       "ci90_low": lo, "ci90_high": hi,
-                       "inspected": pe["inspected"] + add_i - ret_i, "frauds": pe["frauds"] + add_f - ret_f,
-                       "new_inspected": add_i, "new_frauds": add_f,
-                       "retracted_inspected": ret_i, "retracted_frauds": ret_f,
-                       "step": round(weights[r] - prev_w, 6), "clamped": abs(target - prev_w) > fb.max_step}
-    method = (f"Beta-Bernoulli, prior {n0:g} pseudo-inspections at the rules-file weight, decay {fb.decay} per "
-              f"day, max step {fb.max_step}")
-    return weights, evidence, old, method
-
+# --- the day's feedback ----------------------------------------------------------------------------------
 
 def update(settings: Settings, day: date) -> dict:
     """Run day ``day``'s feedback; returns a summary. Idempotent: a re-run rewrites nothing."""
@@ -412,13 +307,13 @@ def update(settings: Settings, day: date) -> dict:
     was, now = was[was.is_current], now[now.is_current]
     added = now[~_key(now).isin(set(_key(was)))]
     removed = was[~_key(was).isin(set(_key(now)))]
-    weights, evidence, old, method = _derive(settings, day, prev, added, removed)
+    weights, evidence, old, method = derive(settings, day, prev, added, removed)
 
     rep = pd.to_datetime(new.reported_date).dt.date
     keys = sorted(_key(new))
     rec = {"version": version, "date": day.isoformat(), "previous": prev, "weights": weights,
            "evidence": evidence, "outcomes_used": int(len(new)), "corrections": int(len(removed)),
-           "late_records": int((rep <= _version_date(prev)).sum()) if prev != INITIAL else 0,
+           "late_records": int((rep <= version_date(prev)).sum()) if prev != INITIAL else 0,
            "outcome_reported_dates": [min(rep).isoformat(), max(rep).isoformat()] if len(new) else [None, None],
            "batches": sorted(set(new.batch_sha256.dropna())),
            "offence_db": {"records": len(before) + len(new), "current": len(now),
@@ -427,16 +322,8 @@ def update(settings: Settings, day: date) -> dict:
                           "pipeline": int((now.selection_reason != "legacy").sum())},
            "records_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
            "method": method}
-    data = json.dumps(rec, indent=2).encode()
-    path = _weights_dir(settings) / f"{version}.json"
-    if not path.exists() or path.read_bytes() != data:
-        if rerun:
-            log.warning("feedback %s: re-deriving %s gave different content; rewriting it", day, version)
-        atomic_write_bytes(path, data)
-    hist = weights_history(settings)
-    hpath = _weights_dir(settings) / "history.parquet"
-    if len(hist) and (not hpath.exists() or not pd.read_parquet(hpath).equals(hist)):
-        write_parquet_atomic(hist, hpath)
+    if write_version(settings, rec) and rerun:
+        log.warning("feedback %s: re-deriving %s gave different content; rewrote it", day, version)
     summary = {"version": version, "previous": prev, "rerun": rerun, "outcomes": int(len(new)),
                "frauds": int((new.result == "FRAUD").sum()),
                "revenue_recovered_usd": round(float(new.revenue_recovered_usd.sum()), 2),

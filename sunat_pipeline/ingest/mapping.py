@@ -2,7 +2,10 @@
 
 A mapping (``mappings/<name>.yaml``) says, for each canonical customs column (``sources.SOURCES['customs']``),
 which column of the foreign file feeds it and how to clean it; which further categorical attributes the
-file carries (``extra``, kept as ``x_<name>``); and where the label is. Example::
+file carries (``extra``, kept as ``x_<name>``); which entity profiles and peer groups ``sunat-pipeline evaluate``
+computes for it beyond the daily pipeline's (``profile_keys``, ``pairs``, ``profile_smoothing``, ``peer_groups``;
+see ``sunat_pipeline/features/``) and which catalog features it leaves out (``exclude_features``); and where the
+label is. Example::
 
     name: kcs
     columns:
@@ -13,7 +16,12 @@ file carries (``extra``, kept as ``x_<name>``); and where the label is. Example:
       invoice_currency: {constant: KRW}
     extra:
       courier_id: {source: Courier ID, optional: true}
-    pairs: [[origin_country, departure_country]]      # extra combinations the evaluation encodes
+      departure_country: {source: Country of Departure, upper: true}
+    profile_keys: [transport_mode]                    # canonical columns profiled too (every extra is)
+    pairs: [[hs6, "*"], [origin_country, departure_country]]  # profile crosses; "*": with every other key
+    profile_smoothing: 5                              # pseudo-inspections of the profile rates (default 20)
+    peer_groups: [[hs6, origin_country], [importer_id]]  # value, weight, duty rate against the group's past
+    exclude_features: [month]                         # catalog features this extract cannot support
     label: {source: Fraud, positive: ["1"]}
 
 Canonical columns the mapping does not name are absent from the extract and come out as nulls (except
@@ -36,6 +44,7 @@ from sunat_pipeline.ingest.sources import DATE, INTEGER, NUMERIC, SOURCES
 REQUIRED = ("declaration_id", "declaration_date", "hs_code")
 LABEL = "label"
 _SPEC_KEYS = {"source", "pad", "scale", "constant", "optional", "format", "upper"}
+ANY = "*"  # in a pair: every other profile key
 
 
 class MappingError(ValueError):
@@ -67,10 +76,18 @@ class Mapping:
     pairs: tuple[tuple[str, str], ...] = ()
     label: LabelSpec | None = None
     description: str = ""
+    profile_keys: tuple[str, ...] = ()
+    profile_smoothing: float | None = None
+    peer_groups: tuple[tuple[str, ...], ...] = ()
+    exclude_features: tuple[str, ...] = ()
 
     @property
     def extra_columns(self) -> list[str]:
         return [f"x_{k}" for k in self.extra]
+
+    def column(self, name: str) -> str:
+        """The extract's column of a mapping name: ``x_<name>`` for an extra, else the canonical name."""
+        return f"x_{name}" if name in self.extra else name
 
 
 def canonical_columns() -> dict[str, str]:
@@ -115,9 +132,23 @@ def parse_mapping(spec: dict, name: str = "mapping") -> Mapping:
     known = set(canon) | {"hs6", "hs4", "hs2"} | set(extra)
     pairs = []
     for p in spec.get("pairs") or []:
-        if not (isinstance(p, list | tuple) and len(p) == 2 and all(x in known for x in p)):
-            raise MappingError(f"{name}: pair {p!r} must name two canonical or extra columns")
+        if not (isinstance(p, list | tuple) and len(p) == 2 and p[0] in known and (p[1] in known or p[1] == ANY)):
+            raise MappingError(f"{name}: pair {p!r} must name two canonical or extra columns (the second may be "
+                               f"{ANY!r}: every other key)")
         pairs.append((str(p[0]), str(p[1])))
+    keys = spec.get("profile_keys") or []
+    groups = spec.get("peer_groups") or []
+    if not (isinstance(keys, list) and all(k in known for k in keys)):
+        raise MappingError(f"{name}: profile_keys must list canonical or extra columns, got {keys!r}")
+    if not (isinstance(groups, list) and all(isinstance(g, list) and g and all(k in known for k in g)
+                                             for g in groups)):
+        raise MappingError(f"{name}: peer_groups must be lists of canonical or extra columns, got {groups!r}")
+    exclude = spec.get("exclude_features") or []
+    if not (isinstance(exclude, list) and all(isinstance(f, str) for f in exclude)):
+        raise MappingError(f"{name}: exclude_features must list feature names, got {exclude!r}")
+    smoothing = spec.get("profile_smoothing")
+    if smoothing is not None and not (isinstance(smoothing, int | float) and smoothing > 0):
+        raise MappingError(f"{name}: profile_smoothing must be a positive number, got {smoothing!r}")
     label = None
     if spec.get("label") is not None:
         lab = spec["label"]
@@ -126,7 +157,9 @@ def parse_mapping(spec: dict, name: str = "mapping") -> Mapping:
         label = LabelSpec(source=str(lab["source"]),
                           positive=tuple(str(v).strip() for v in lab.get("positive", ["1"])))
     return Mapping(name=str(spec.get("name", name)), columns=cols, extra=extra, pairs=tuple(pairs), label=label,
-                   description=str(spec.get("description", "")))
+                   description=str(spec.get("description", "")), profile_keys=tuple(map(str, keys)),
+                   profile_smoothing=None if smoothing is None else float(smoothing),
+                   peer_groups=tuple(tuple(map(str, g)) for g in groups), exclude_features=tuple(exclude))
 
 
 def load_mapping(path: str | Path) -> Mapping:

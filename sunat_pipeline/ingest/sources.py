@@ -3,7 +3,6 @@ formats, encodings and when a landed file is complete (see docs/landing.md for t
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -104,10 +103,12 @@ ENCODING_TAGS = {"latin1": "latin-1", "latin-1": "latin-1", "iso-8859-1": "latin
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", ".inprogress", ".copying",
                         ".uploading")
 MARKER_SUFFIX = ".done"
-# Sources whose producers write in place and must drop a marker ("*" or "all" for every source, or a
-# comma-separated list). Without a marker their files are left for the next run (status "pending").
-MARKERS_ENV = "SUNAT_LANDING_DONE_MARKERS"
+# Which sources must drop a marker is a setting: ``settings.ingest.done_markers``.
 BADNAME = "__badname__"
+# CSV: the longest line accepted (a customs line is about 250 bytes). Checked while streaming the file, so a
+# runaway line (an unclosed quote, a binary blob) is named with its line number; read blocks are never
+# smaller than this, so every allowed line fits in one block whatever the block size.
+MAX_LINE_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,8 @@ def parse_landing_name(path: Path) -> LandedFile | None:
         d = date.fromisoformat(m["date"])
     except ValueError:
         return None
+    if d < MIN_PLAUSIBLE_DATE:  # 0001-01-01 is no day an extract became usable
+        return None
     return LandedFile(path, m["source"], d, m["tag"] or "")
 
 
@@ -166,11 +169,13 @@ def name_problem(name: str, folder_source: str | None = None) -> str | None:
         hint = f" It names source {m['source']!r} but was landed in the {folder_source!r} folder."
     else:
         try:
-            date.fromisoformat(m["date"])
+            d = date.fromisoformat(m["date"])
         except ValueError:
             hint = f" {m['date']!r} is not a calendar date."
         else:
-            return None
+            if d >= MIN_PLAUSIBLE_DATE:
+                return None
+            hint = f" {m['date']!r} is before {MIN_PLAUSIBLE_DATE}: not a plausible available date."
     return (f"File name {name!r} does not follow the landing contract "
             f"<source>__<YYYY-MM-DD>[__tag].csv|.parquet (see docs/landing.md).{hint}")
 
@@ -185,21 +190,12 @@ def marker_path(path: Path) -> Path:
     return path.with_name(path.name + MARKER_SUFFIX)
 
 
-def marker_required(source: str) -> bool:
-    raw = os.environ.get(MARKERS_ENV, "").strip().lower()
-    if raw in ("", "0", "false", "no", "none"):
-        return False
-    if raw in ("*", "all", "1", "true", "yes"):
-        return True
-    return source in {s.strip() for s in raw.split(",")}
-
-
-def readiness(path: Path, source: str, sha256: str | None = None) -> str | None:
+def readiness(path: Path, sha256: str | None = None, marker_required: bool = False) -> str | None:
     """None when the landed file is complete and may be read; otherwise why it is left for the next run.
 
     A ``<file>.done`` marker says the file is complete; if the marker holds a sha256 the file must match it
     (a mismatch means it is still being written, or was damaged in transit). Without a marker the file is
-    complete unless its source requires markers (``SUNAT_LANDING_DONE_MARKERS``).
+    complete unless its source requires markers (``marker_required``, from ``settings.ingest``).
     """
     marker = marker_path(path)
     if marker.exists():
@@ -208,7 +204,7 @@ def readiness(path: Path, source: str, sha256: str | None = None) -> str | None:
             return (f"its marker {marker.name} holds sha256 {want[0].lower()[:12]}... but the file has "
                     f"{sha256[:12]}...: still being written or damaged in transit")
         return None
-    if marker_required(source):
+    if marker_required:
         return f"waiting for its completion marker {marker.name}"
     return None
 

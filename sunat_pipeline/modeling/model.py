@@ -1,6 +1,7 @@
 """The risk model: fraud probability, revenue at stake given fraud, and an uncertainty per item.
 
-Shaped like a scikit-learn estimator (parameters in the constructor, ``fit`` / ``predict``). The fraud
+Shaped like a scikit-learn estimator (parameters in the constructor, ``fit`` / ``predict``; their defaults are
+``settings.TrainingSettings``'s, the one set of defaults). The fraud
 classifier is a small bag of XGBoost models trained on bootstrap-like subsamples with different seeds:
 their mean is the probability and their spread is the uncertainty used for exploration. Each member sees
 all rows (row-subsampled per tree) up to ``max_member_rows``; on larger training sets each member trains on
@@ -18,6 +19,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+
+from sunat_pipeline.settings import Settings, TrainingSettings
 
 log = logging.getLogger(__name__)
 # XGBoost's OpenMP threads spin while they wait; on a machine whose cores are shared (the 2-core development
@@ -51,12 +54,17 @@ def resolve_device(device: str) -> str:
     return device
 
 
+_D = TrainingSettings()  # the one set of default hyperparameters (settings.MODEL_PARAMS)
+_SEED = Settings.model_fields["seed"].default
+
+
 class RiskModel:
-    def __init__(self, n_estimators: int = 200, max_depth: int = 6, learning_rate: float = 0.08,
-                 bag_size: int = 4, subsample: float = 0.8, seed: int = 42, device: str = "cpu",
-                 n_jobs: int = 2, min_child_weight: float = 1.0, colsample_bytree: float = 0.8,
-                 reg_lambda: float = 1.0, reg_alpha: float = 0.0, gamma: float = 0.0,
-                 max_pos_weight: float = 10.0, max_member_rows: int | None = 500_000):
+    def __init__(self, n_estimators: int = _D.n_estimators, max_depth: int = _D.max_depth,
+                 learning_rate: float = _D.learning_rate, bag_size: int = _D.bag_size,
+                 subsample: float = _D.subsample, seed: int = _SEED, device: str = _D.device, n_jobs: int = 2,
+                 min_child_weight: float = _D.min_child_weight, colsample_bytree: float = _D.colsample_bytree,
+                 reg_lambda: float = _D.reg_lambda, reg_alpha: float = _D.reg_alpha, gamma: float = _D.gamma,
+                 max_pos_weight: float = _D.max_pos_weight, max_member_rows: int | None = _D.max_member_rows):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate

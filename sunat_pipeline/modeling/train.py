@@ -1,4 +1,4 @@
-"""Training: labelled set, time-based split, MLflow run, registry and champion/challenger.
+"""Training: labelled set, time-based split, MLflow run and champion/challenger.
 
 Only inspected items have labels. The holdout is the most recent ``holdout_days`` of labelled
 declarations (never a random split). A new version becomes ``champion`` only if it beats the current
@@ -10,8 +10,8 @@ Each training run logs to MLflow: the model's parameters and the device it ran o
 catalog; on the holdout ROC-AUC, PR-AUC, Precision/Recall/Revenue at 1, 2, 5, 10%, the Brier score, the
 expected calibration error and a reliability table; the same targeting metrics for two baselines, the rules
 engine alone (initial rule weights) and random order; where the labels came from (random selection share);
-plots (feature importance, SHAP summary, precision-recall curve, lift chart, reliability); and the
-champion/challenger decision as JSON.
+plots (feature importance, SHAP summary, precision-recall curve, lift chart, reliability; ``plots.py``); and the
+champion/challenger decision as JSON. The registered version is described in plain words (``registry.py``).
 """
 
 from __future__ import annotations
@@ -25,16 +25,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline.features.build import FEATURES, build_features, catalog_frame, item_frame
-from sunat_pipeline.ingest import pipeline as ingest
-from sunat_pipeline.lake.store import read_partitions, sha256_bytes
-from sunat_pipeline.modeling.metrics import RATES, targeting_report
+from sunat_pipeline import ingest
+from sunat_pipeline.features.build import build_features, item_frame
+from sunat_pipeline.features.catalog import FEATURES, catalog_frame
+from sunat_pipeline.lake.store import read_partitioned, sha256_bytes
+from sunat_pipeline.modeling import registry
+from sunat_pipeline.modeling.metrics import PRIMARY_METRIC, calibration, primary_score, targeting_report
 from sunat_pipeline.modeling.model import RiskModel, resolve_device
+from sunat_pipeline.modeling.plots import shap_values, training_plots
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-PRIMARY_METRIC = "revenue_at_10"
-SHAP_SAMPLE = 2000  # rows of the holdout (or training set) explained in the SHAP summary
 
 
 def load_inputs(settings: Settings, asof: date) -> dict[str, pd.DataFrame]:
@@ -64,7 +65,7 @@ def _labelled(settings: Settings, asof: date):
     lab = customs.merge(out[["declaration_id", "item_no", "result", "revenue_recovered_usd", "channel"]],
                         on=["declaration_id", "item_no"], how="inner")
     lab = lab.sort_values(["declaration_date", "declaration_id", "item_no"]).reset_index(drop=True)
-    X = build_features(lab, **inp)
+    X = build_features(lab, **inp, taxes=settings.tax)
     meta = lab[["declaration_id", "item_no", "declaration_date", "channel"]].assign(
         y=(lab.result == "FRAUD").astype(int).to_numpy(), revenue=lab.revenue_recovered_usd.to_numpy())
     log.info("training set as of %s: %d labelled items, %d frauds (%.1f%%)", asof, len(lab),
@@ -72,81 +73,19 @@ def _labelled(settings: Settings, asof: date):
     return X, meta, lab[list(customs.columns)], inp
 
 
-def _client(settings: Settings):
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    from mlflow import MlflowClient
-
-    return MlflowClient(settings.tracking_uri)
-
-
-def _experiment(settings: Settings) -> str:
-    import mlflow
-
-    client = _client(settings)
-    exp = client.get_experiment_by_name(settings.mlflow_experiment)
-    if exp is None:
-        settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
-        exp_id = client.create_experiment(settings.mlflow_experiment,
-                                          artifact_location=settings.mlflow_artifacts.as_uri())
-    else:
-        exp_id = exp.experiment_id
-    mlflow.set_experiment(experiment_id=exp_id)
-    return exp_id
-
-
-def champion(settings: Settings):
-    """(version, RiskModel) of the current champion, or (None, None)."""
-    import mlflow
-
-    client = _client(settings)
-    try:
-        mv = client.get_model_version_by_alias(settings.registered_model, "champion")
-    except Exception:  # no registered model or no alias yet
-        return None, None
-    m = mlflow.pyfunc.load_model(f"models:/{settings.registered_model}/{mv.version}")
-    return mv, m.unwrap_python_model().model
-
-
-def load_version(settings: Settings, version: str) -> RiskModel:
-    import mlflow
-
-    _client(settings)
-    return mlflow.pyfunc.load_model(f"models:/{settings.registered_model}/{version}").unwrap_python_model().model
-
-
-def _runs_for(settings: Settings, asof: date) -> list:
-    client = _client(settings)
-    exp = client.get_experiment_by_name(settings.mlflow_experiment)
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], filter_string=f"tags.training_date = '{asof.isoformat()}'")
-
-
-def last_training_date(settings: Settings) -> date | None:
-    client = _client(settings)
-    exp = client.get_experiment_by_name(settings.mlflow_experiment)
-    if exp is None:
-        return None
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'training'",
-                              order_by=["tags.training_date DESC"], max_results=1)
-    return date.fromisoformat(runs[0].data.tags["training_date"]) if runs else None
-
-
 def train_if_due(settings: Settings, asof: date, force: bool = False, search: bool | None = None) -> dict:
     """Train when there is no champion, the last training is old, or enough new labels arrived.
 
     ``search`` (default: only when forced, i.e. the weekly ``sunat_retrain`` DAG) runs the time-budgeted
     hyperparameter search; other retrainings reuse the champion's parameters, so the daily chain stays fast."""
-    if _runs_for(settings, asof):
+    if registry.runs_for(settings, asof):
         log.info("training for %s already done: nothing to do (re-run)", asof)
         return {"trained": False, "reason": "already trained for this date"}
-    last = last_training_date(settings)
+    last = registry.last_training_date(settings)
     if last is not None and last > asof:
         log.info("a training from %s is newer than %s: not retraining on older data", last, asof)
         return {"trained": False, "reason": f"newer training exists ({last})"}
-    mv, _ = champion(settings)
+    mv, _ = registry.champion(settings)
     reason = None
     if force:
         reason = "forced"
@@ -159,7 +98,7 @@ def train_if_due(settings: Settings, asof: date, force: bool = False, search: bo
         if len(new) >= settings.training.min_new_labels:
             reason = f"{len(new)} new outcomes since {last}"
     if reason is None:  # drift past the threshold (sunat_pipeline/reporting/monitor.py) asked for a retraining
-        from sunat_pipeline.reporting.monitor import retrain_request
+        from sunat_pipeline.reporting.retrain import retrain_request
 
         reason = retrain_request(settings, asof, last)
     if reason is None:
@@ -202,7 +141,7 @@ def label_sources(settings: Settings, meta: pd.DataFrame) -> dict:
     key = ["declaration_id", "item_no"]
     dates = pd.to_datetime(meta.declaration_date) if "declaration_date" in meta else pd.Series(dtype="datetime64[ns]")
     bounds = {"since": dates.min().date(), "upto": dates.max().date()} if dates.notna().any() else {}
-    dec = read_partitions(settings.scored_dir, "declaration_date", columns=[*key, "selection_reason"], **bounds)
+    dec = read_partitioned(settings.scored_dir, "declaration_date", columns=[*key, "selection_reason"], **bounds)
     reason = pd.Series("legacy", index=meta.index)
     if len(dec):
         m = meta[key].astype({"item_no": "int64"}).merge(
@@ -226,114 +165,13 @@ def label_sources(settings: Settings, meta: pd.DataFrame) -> dict:
     return out
 
 
-def calibration(p: np.ndarray, y: np.ndarray, bins: int = 10) -> tuple[dict, pd.DataFrame]:
-    """Brier score, expected calibration error and a reliability table (equal-count bins of the prediction)."""
-    p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
-    if not len(p):
-        return {}, pd.DataFrame(columns=["bin", "n", "mean_predicted", "observed_rate", "p_min", "p_max"])
-    order = np.argsort(p, kind="stable")
-    groups = np.array_split(order, min(bins, len(p)))
-    rows = [{"bin": i + 1, "n": len(g), "mean_predicted": float(p[g].mean()), "observed_rate": float(y[g].mean()),
-             "p_min": float(p[g].min()), "p_max": float(p[g].max())} for i, g in enumerate(groups) if len(g)]
-    table = pd.DataFrame(rows)
-    ece = float((table.n * (table.mean_predicted - table.observed_rate).abs()).sum() / len(p))
-    return {"brier": float(np.mean((p - y) ** 2)), "ece": ece,
-            "mean_predicted": float(p.mean()), "observed_rate": float(y.mean())}, table
-
-
-def shap_values(model: RiskModel, X: pd.DataFrame, n: int = SHAP_SAMPLE, seed: int = 0) -> pd.DataFrame:
-    """Exact TreeSHAP contributions (log-odds) of the first bag member on a sample of at most ``n`` rows."""
-    import xgboost as xgb
-
-    Xs = X.sample(n, random_state=seed) if len(X) > n else X
-    c = model.classifiers_[0].get_booster().predict(xgb.DMatrix(Xs[model.feature_names_]), pred_contribs=True)
-    return pd.DataFrame(c[:, :-1], columns=model.feature_names_, index=Xs.index)
-
-
-def _plots(out: Path, *, importance: pd.Series, shap: pd.DataFrame, X: pd.DataFrame, y: np.ndarray,
-           scores: dict[str, np.ndarray], reliability: pd.DataFrame) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve
-
-    top = importance.head(20)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ax.barh(top.index, top.to_numpy())
-    ax.set_xlabel("gain importance (mean over the bag)")
-    ax.set_title("Feature importance")
-    fig.tight_layout()
-    fig.savefig(out / "feature_importance.png", dpi=100)
-    plt.close(fig)
-
-    if len(shap):
-        order = shap.abs().mean().sort_values(ascending=False).head(15).index[::-1]
-        fig, ax = plt.subplots(figsize=(8, 6))
-        rng = np.random.default_rng(0)
-        for i, f in enumerate(order):
-            v = X.loc[shap.index, f]
-            col = v.rank(pct=True).fillna(0.5).to_numpy()
-            ax.scatter(shap[f].to_numpy(), i + rng.uniform(-0.3, 0.3, len(v)), c=col, cmap="coolwarm", s=6,
-                       alpha=0.6, vmin=0, vmax=1)
-        ax.set_yticks(range(len(order)), order)
-        ax.axvline(0, color="grey", lw=0.8)
-        ax.set_xlabel("SHAP value (log-odds contribution); colour: feature value rank (blue low, red high)")
-        ax.set_title(f"SHAP summary ({len(shap)} holdout rows)")
-        fig.tight_layout()
-        fig.savefig(out / "shap_summary.png", dpi=100)
-        plt.close(fig)
-
-    has_both = 0 < y.sum() < len(y)
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for name, sc in scores.items():
-        if has_both:
-            prec, rec, _ = precision_recall_curve(y, sc)
-            ax.plot(rec, prec, label=name)
-    ax.axhline(y.mean() if len(y) else 0, color="grey", ls=":", label="fraud rate")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title("Precision-recall on the holdout")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "precision_recall_curve.png", dpi=100)
-    plt.close(fig)
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    share = np.arange(1, len(y) + 1) / max(1, len(y))
-    for name, sc in scores.items():
-        o = np.argsort(-np.asarray(sc, dtype=float), kind="stable")
-        got = np.cumsum(y[o]) / max(1.0, y.sum())
-        a1.plot(share, got, label=name)
-        lift = [targeting_report(sc, y, rates=(k,))[f"precision_at_{k * 100:g}".replace(".", "_")]
-                / max(1e-9, y.mean()) for k in RATES]
-        a2.plot([k * 100 for k in RATES], lift, marker="o", label=name)
-    a1.plot([0, 1], [0, 1], color="grey", ls=":")
-    a1.set_xlabel("share of holdout inspected")
-    a1.set_ylabel("share of frauds found")
-    a1.set_title("Cumulative gains")
-    a1.legend()
-    a2.set_xlabel("inspection rate k (%)")
-    a2.set_ylabel("lift = precision@k / fraud rate")
-    a2.set_title("Lift at k")
-    a2.axhline(1, color="grey", ls=":")
-    a2.legend()
-    fig.tight_layout()
-    fig.savefig(out / "lift_chart.png", dpi=100)
-    plt.close(fig)
-
-    if len(reliability):
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.plot(reliability.mean_predicted, reliability.observed_rate, marker="o", label="model")
-        lim = max(0.05, float(reliability[["mean_predicted", "observed_rate"]].to_numpy().max()))
-        ax.plot([0, lim], [0, lim], color="grey", ls=":", label="perfect")
-        ax.set_xlabel("mean predicted fraud probability")
-        ax.set_ylabel("observed fraud rate")
-        ax.set_title("Reliability (holdout)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "reliability.png", dpi=100)
-        plt.close(fig)
+def promotion(challenger: float, champion: float | None, margin: float) -> tuple[bool, str]:
+    """The champion/challenger rule on one holdout: promote when there is no champion, or when the challenger's
+    primary metric is at least the champion's plus ``margin``. (promoted, why)."""
+    if champion is None:
+        return True, "no champion yet"
+    why = f"challenger {PRIMARY_METRIC} {challenger:.4f} vs champion {champion:.4f} (margin {margin})"
+    return challenger >= champion + margin, why
 
 
 def model_params(settings: Settings, X: pd.DataFrame, meta: pd.DataFrame, tr: np.ndarray, search: bool,
@@ -342,8 +180,8 @@ def model_params(settings: Settings, X: pd.DataFrame, meta: pd.DataFrame, tr: np
     from sunat_pipeline.modeling import tuning
 
     t = settings.training
-    base = {"n_estimators": t.n_estimators, "max_depth": t.max_depth, "learning_rate": t.learning_rate}
-    _, champ = champion(settings)
+    base = t.model_params()
+    _, champ = registry.champion(settings)
     if champ is not None:  # keep what the last search found
         keep = {k: v for k, v in champ.get_params().items() if k not in ("seed", "device", "bag_size", "n_jobs")}
         base.update(keep)
@@ -391,27 +229,22 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual", s
         metrics["rules_roc_auc"] = float(roc_auc_score(y_h, rule_score))
     metrics.update(label_sources(settings, meta))
 
-    mv_champ, champ = champion(settings)
+    mv_champ, champ = registry.champion(settings)
     decision = {"challenger_" + PRIMARY_METRIC: metrics.get(PRIMARY_METRIC, 0.0),
                 "rules_" + PRIMARY_METRIC: metrics.get("rules_" + PRIMARY_METRIC, 0.0),
                 "random_" + PRIMARY_METRIC: metrics.get("random_" + PRIMARY_METRIC, 0.0),
                 "holdout_from": cut.date().isoformat(), "holdout_to": asof.isoformat(),
-                "n_holdout": int(ho.sum()), "promotion_margin": t.promotion_margin}
-    if champ is None:
-        promote, why = True, "no champion yet"
-    else:
-        cp = champ.predict(X[ho])
-        champ_score = targeting_report(cp.expected_revenue_usd.to_numpy(), y_h, rev_h).get(PRIMARY_METRIC, 0.0)
+                "n_holdout": int(ho.sum()), "promotion_margin": t.promotion_margin, "primary_metric": PRIMARY_METRIC}
+    champ_score = None
+    if champ is not None:
+        _, champ_score = primary_score(champ.predict(X[ho]), y_h, rev_h)
         decision["champion_version"] = str(mv_champ.version)
         decision["champion_" + PRIMARY_METRIC] = champ_score
-        promote = metrics.get(PRIMARY_METRIC, 0.0) >= champ_score + t.promotion_margin
-        why = (f"challenger {PRIMARY_METRIC} {metrics.get(PRIMARY_METRIC, 0):.4f} vs champion "
-               f"{champ_score:.4f} (margin {t.promotion_margin})")
+    promote, why = promotion(metrics.get(PRIMARY_METRIC, 0.0), champ_score, t.promotion_margin)
     decision.update({"promoted": promote, "why": why})
 
     snapshot = data_snapshot(inp, X, meta, is_hold)
-    _experiment(settings)
-    client = _client(settings)
+    registry.experiment(settings)
     with mlflow.start_run(run_name=f"train-{asof.isoformat()}") as run:
         mlflow.set_tags({"kind": "training", "training_date": asof.isoformat(), "trigger": reason,
                          "champion_decision": why, "promoted": str(promote)})
@@ -435,7 +268,7 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual", s
             (tmp / "data_snapshot.json").write_text(json.dumps(snapshot, indent=2, default=str))
             if trials is not None and len(trials):
                 trials.to_csv(tmp / "search_trials.csv", index=False)
-            _plots(tmp, importance=importance, shap=shap, X=Xh, y=y_h,
+            training_plots(tmp, importance=importance, shap=shap, X=Xh, y=y_h,
                    scores={"model": pred.expected_revenue_usd.to_numpy(), "rules (rw-initial)": rule_score,
                            "random": rnd}, reliability=reliability)
             mlflow.log_artifacts(str(tmp))
@@ -449,10 +282,9 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual", s
             registered_model_name=settings.registered_model)
         version = str(info.registered_model_version)
         mlflow.log_metric("promoted", float(promote))
-    if promote:
-        client.set_registered_model_alias(settings.registered_model, "champion", version)
-    client.set_model_version_tag(settings.registered_model, version, "training_date", asof.isoformat())
-    client.set_model_version_tag(settings.registered_model, version, "champion_decision", why)
+    registry.register(settings, version, promote=promote,
+                      description=registry.version_description(asof, metrics, decision, reason),
+                      tags={"training_date": asof.isoformat(), "champion_decision": why})
     log.info("trained version %s as of %s on %d items (holdout %d): %s=%.4f (rules %.4f, random %.4f); "
              "promoted=%s (%s)", version, asof, metrics["n_train"], metrics["n_holdout"], PRIMARY_METRIC,
              metrics.get(PRIMARY_METRIC, 0), metrics.get("rules_" + PRIMARY_METRIC, 0),
@@ -465,11 +297,3 @@ def _pinned(names: list[str]) -> list[str]:
     from importlib.metadata import version
 
     return [f"{n}=={version(n)}" for n in names]
-
-
-def pin_champion(settings: Settings, version: str) -> None:
-    """Rollback: point the champion alias at an earlier version."""
-    client = _client(settings)
-    client.get_model_version(settings.registered_model, version)  # raises if it does not exist
-    client.set_registered_model_alias(settings.registered_model, "champion", version)
-    log.info("champion of %s pinned to version %s", settings.registered_model, version)

@@ -15,13 +15,12 @@ so empty bins stay finite. Rule of thumb: below 0.1 stable, 0.1-0.25 moderate, a
 
 Past ``monitoring.psi_threshold`` the run logs a WARNING and writes a retraining request
 (``gold/monitoring/retrain_requests/request_D.json``), which the next day's ``train_if_due`` honours
-(``retrain_request``), at most once per ``monitoring.cooldown_days``. Everything written is a function of
+(``retrain.retrain_request``), at most once per ``monitoring.cooldown_days``. Everything written is a function of
 the lake, so re-running a day rewrites the same bytes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import date, timedelta
 from pathlib import Path
@@ -29,7 +28,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline.lake.store import atomic_write_bytes, partition, write_parquet_atomic
+from sunat_pipeline import ingest
+from sunat_pipeline.lake.store import (
+    partition,
+    read_partitioned,
+    write_parquet_atomic,
+    write_partition,
+)
+from sunat_pipeline.reporting.retrain import request_retrain
+from sunat_pipeline.selection.output import manifests, read_scored
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,10 +45,6 @@ SCORE = "fraud_probability"
 
 def _dir(settings: Settings) -> Path:
     return settings.gold / "monitoring"
-
-
-def _requests_dir(settings: Settings) -> Path:
-    return _dir(settings) / "retrain_requests"
 
 
 # --- PSI -------------------------------------------------------------------------------------------------
@@ -144,22 +147,21 @@ def _with_categories(items: pd.DataFrame, X: pd.DataFrame) -> pd.DataFrame:
 
 def _features_of(settings: Settings, items: pd.DataFrame, asof: date) -> pd.DataFrame:
     """Features of ``items`` as of each item's day, from what silver holds up to ``asof`` (as scoring does,
-    ``train.load_inputs``, read with the faster ``feedback.silver``)."""
+    ``train.load_inputs``)."""
     from sunat_pipeline.features.build import build_features
-    from sunat_pipeline.feedback.offences import silver
 
-    inp = {"customs_history": silver(settings, "customs", upto=asof),
-           "outcomes": silver(settings, "enforcement", upto=asof),
-           "reference": silver(settings, "reference_prices", upto=asof),
-           "tax": silver(settings, "tax", upto=asof), "fx": silver(settings, "exchange_rates", upto=asof)}
-    return _with_categories(items, build_features(items, **inp))
+    inp = {"customs_history": ingest.silver(settings, "customs", upto=asof),
+           "outcomes": ingest.silver(settings, "enforcement", upto=asof),
+           "reference": ingest.silver(settings, "reference_prices", upto=asof),
+           "tax": ingest.silver(settings, "tax", upto=asof), "fx": ingest.silver(settings, "exchange_rates", upto=asof)}
+    return _with_categories(items, build_features(items, **inp, taxes=settings.tax))
 
 
 def _model_training_date(settings: Settings, model_version: str) -> date | None:
     try:
-        from mlflow import MlflowClient
+        from sunat_pipeline.modeling import registry
 
-        mv = MlflowClient(settings.tracking_uri).get_model_version(settings.registered_model, str(model_version))
+        mv = registry.client(settings).get_model_version(settings.registered_model, str(model_version))
         return date.fromisoformat(mv.tags["training_date"])
     except Exception as e:  # no such version in this registry (or no registry): the caller falls back
         log.warning("model version %s: training date not found in MLflow (%s)", model_version, e)
@@ -167,11 +169,8 @@ def _model_training_date(settings: Settings, model_version: str) -> date | None:
 
 
 def _first_scored_day(settings: Settings, model_version: str) -> date | None:
-    days = []
-    for p in sorted((settings.gold / "score_runs").glob("declaration_date=*/run.json")):
-        r = json.loads(p.read_text())
-        if str(r.get("model_version")) == str(model_version):
-            days.append(date.fromisoformat(r["declaration_date"]))
+    days = [date.fromisoformat(r["declaration_date"]) for r in manifests(settings)
+            if str(r.get("model_version")) == str(model_version)]
     return min(days) if days else None
 
 
@@ -181,8 +180,6 @@ def reference_frame(settings: Settings, model_version: str, model=None,
     training date (``training_date``, else the version's MLflow tag, else the first day it scored). Cached
     once computed with a score (``model``, else the registered version); ``None`` when there is nothing to
     compare with."""
-    from sunat_pipeline.feedback.offences import silver
-
     path = partition(_dir(settings) / "reference", "model_version", str(model_version)) / "part-0.parquet"
     if path.exists():
         return pd.read_parquet(path)
@@ -191,7 +188,7 @@ def reference_frame(settings: Settings, model_version: str, model=None,
     if end is None:
         return None
     start = end - timedelta(days=settings.monitoring.reference_days)
-    items = silver(settings, "customs", upto=end - timedelta(days=1), since=start)
+    items = ingest.silver(settings, "customs", upto=end - timedelta(days=1), since=start)
     if items.empty:
         return None
     items = items.sort_values(["declaration_date", "declaration_id", "item_no"], kind="stable").reset_index(
@@ -204,16 +201,16 @@ def reference_frame(settings: Settings, model_version: str, model=None,
     ref = _features_of(settings, items, end)
     if model is None and trained is not None:
         try:
-            from sunat_pipeline.modeling import train
+            from sunat_pipeline.modeling import registry
 
-            model = train.load_version(settings, str(model_version))
+            model = registry.load_version(settings, str(model_version))
         except Exception as e:
             log.warning("model version %s could not be loaded for the score reference: %s", model_version, e)
     if model is None:
         log.warning("drift reference for model v%s without scores (features only), window %s..%s; not cached",
                     model_version, start, end)
         return ref
-    from sunat_pipeline.features.build import FEATURES
+    from sunat_pipeline.features.catalog import FEATURES
 
     ref[SCORE] = model.predict(ref[FEATURES]).fraud_probability.to_numpy(dtype=float)
     write_parquet_atomic(ref, path)
@@ -227,25 +224,20 @@ def current_frame(settings: Settings, day: date) -> tuple[pd.DataFrame, str | No
     and the score from the scored output (with the model version that gave it); and day ``day``'s model
     version. A window of days, not one day: a single day's items cluster on a few importers and brokers,
     and small days would make PSI noisy."""
-    from sunat_pipeline.feedback.offences import silver
-
     since = day - timedelta(days=settings.monitoring.window_days - 1)
-    items = silver(settings, "customs", upto=day, since=since)
+    items = ingest.silver(settings, "customs", upto=day, since=since)
     if items.empty:
         return pd.DataFrame(), None
     items = items.sort_values(["declaration_date", "declaration_id", "item_no"], kind="stable").reset_index(
         drop=True)
     cur = _features_of(settings, items, day)
-    frames, version = [], None
-    for d in pd.date_range(since, day).date:
-        p = partition(settings.scored_dir, "declaration_date", d) / "part-0.parquet"
-        if p.exists():
-            frames.append(pd.read_parquet(p, columns=["declaration_id", "item_no", SCORE, "model_version"]))
-            if d == day and len(frames[-1]):
-                version = str(frames[-1].model_version.iloc[0])
-    if frames:
-        sc = pd.concat(frames, ignore_index=True).astype({"declaration_id": "str", "item_no": "int64",
-                                                           "model_version": "str"})
+    sc = read_scored(settings, upto=day, since=since,
+                     columns=["declaration_id", "item_no", SCORE, "model_version", "declaration_date"])
+    today = sc[sc.declaration_date == day]
+    version = str(today.model_version.iloc[0]) if len(today) else None
+    if len(sc):
+        sc = sc.drop(columns="declaration_date").astype({"declaration_id": "str", "item_no": "int64",
+                                                          "model_version": "str"})
         cur = cur.merge(sc, on=["declaration_id", "item_no"], how="left")
     return cur, version
 
@@ -260,7 +252,7 @@ def check(settings: Settings, day: date, reference: pd.DataFrame | None = None, 
     m = settings.monitoring
     path = partition(_dir(settings) / "drift", "report_date", day) / "part-0.parquet"
     if reference is None and path.exists():
-        table = pd.read_parquet(path)
+        table = read_partitioned(_dir(settings) / "drift", "report_date", upto=day, since=day)
         version = str(table.model_version.iloc[0]) if len(table) else None
         log.info("drift %s: the day's check is already recorded (%s)", day, path)
     else:
@@ -271,9 +263,8 @@ def check(settings: Settings, day: date, reference: pd.DataFrame | None = None, 
             log.info("drift %s: nothing to compare (model version %s, %d items)", day, version, len(current))
             return {"date": day.isoformat(), "model_version": version, "checked": False, "max_psi": None,
                     "worst": None, "major": [], "retrain_requested": False, "table": pd.DataFrame()}
-        table = drift_table(reference, current, settings, version).assign(report_date=day.isoformat(),
-                                                                           model_version=version)
-        write_parquet_atomic(table, path)
+        table = drift_table(reference, current, settings, version).assign(model_version=version, report_date=day)
+        write_partition(table, _dir(settings) / "drift", "report_date", day)
     finite = table[table.psi.notna()]
     worst = finite.sort_values("psi", ascending=False).head(1)
     major = finite[finite.status == "major"]
@@ -287,44 +278,8 @@ def check(settings: Settings, day: date, reference: pd.DataFrame | None = None, 
     if len(major):
         log.warning("drift %s: PSI past %.2f against the training data of model v%s: %s", day, m.psi_threshold,
                     version, ", ".join(summary["major"]))
-        summary["retrain_requested"] = _request_retrain(settings, day, version, summary["major"])
+        summary["retrain_requested"] = request_retrain(settings, day, version, summary["major"])
     else:
         log.info("drift %s: no variable past PSI %.2f (max %s %.3f)", day, m.psi_threshold, summary["worst"],
                  summary["max_psi"] or 0.0)
     return summary
-
-
-def _requests(settings: Settings) -> list[tuple[date, Path]]:
-    d = _requests_dir(settings)
-    out = []
-    for p in sorted(d.glob("request_????-??-??.json")) if d.exists() else []:
-        out.append((date.fromisoformat(p.stem.removeprefix("request_")), p))
-    return out
-
-
-def _request_retrain(settings: Settings, day: date, version: str | None, major: list[str]) -> bool:
-    m = settings.monitoring
-    if not m.request_retrain:
-        return False
-    recent = [d for d, _ in _requests(settings) if day - timedelta(days=m.cooldown_days) < d < day]
-    if recent:
-        log.warning("drift %s persists; a retraining was already requested on %s (cooldown %d days): a modeler "
-                    "should look at the features and the training window", day, recent[-1], m.cooldown_days)
-        return False
-    rec = {"requested_on": day.isoformat(), "model_version": version, "reason": "drift",
-           "variables": major, "threshold": m.psi_threshold}
-    atomic_write_bytes(_requests_dir(settings) / f"request_{day.isoformat()}.json",
-                       json.dumps(rec, indent=2).encode())
-    log.warning("drift %s: retraining requested for the next run (%s)", day, ", ".join(major))
-    return True
-
-
-def retrain_request(settings: Settings, asof: date, last_training: date | None) -> str | None:
-    """The reason to retrain on ``asof`` if a drift request made before ``asof`` is not yet served by a
-    training on or after its date; else ``None``. Called by ``train.train_if_due``."""
-    pending = [(d, p) for d, p in _requests(settings) if d < asof and (last_training is None or d >= last_training)]
-    if not pending:
-        return None
-    d, p = pending[-1]
-    rec = json.loads(p.read_text())
-    return f"drift requested on {d} ({', '.join(rec.get('variables', []))})"

@@ -8,10 +8,7 @@ it stood after day D's feedback, so re-running a day rewrites the same bytes.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import json
 import logging
 import math
 from datetime import date
@@ -21,7 +18,9 @@ import pandas as pd
 
 from sunat_pipeline.feedback import offences as feedback
 from sunat_pipeline.lake.store import atomic_write_bytes
-from sunat_pipeline.reporting import kpi
+from sunat_pipeline.reporting import kpi, plots
+from sunat_pipeline.reporting.kpi_tables import ALL
+from sunat_pipeline.selection.output import manifests, read_scored
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,13 +28,11 @@ log = logging.getLogger(__name__)
 
 def day_table(settings: Settings) -> pd.DataFrame:
     """Per scored day: items, channels (declarations), and what the inspections that came back found."""
-    runs = sorted((settings.gold / "score_runs").glob("declaration_date=*/run.json"))
     off = feedback.offences(settings)
     if len(off):
         off = off[off.selection_reason != "legacy"].assign(day=pd.to_datetime(off.inspection_date).dt.date)
     rows = []
-    for p in runs:
-        r = json.loads(p.read_text())
+    for r in manifests(settings):
         d = pd.Timestamp(r["declaration_date"]).date()
         o = off[off.day == d] if len(off) else off
         rows.append({
@@ -49,9 +46,9 @@ def day_table(settings: Settings) -> pd.DataFrame:
 
 
 def registry_summary(settings: Settings) -> dict:
-    from mlflow import MlflowClient
+    from sunat_pipeline.modeling import registry
 
-    client = MlflowClient(settings.tracking_uri)
+    client = registry.client(settings)
     try:
         versions = client.search_model_versions(f"name = '{settings.registered_model}'")
         champ = client.get_model_version_by_alias(settings.registered_model, "champion").version
@@ -73,6 +70,9 @@ def last_report(settings: Settings):
 # --- the daily KPI report --------------------------------------------------------------------------------
 
 def _clean(v):
+    """A value for JSON (XCom): finite floats rounded, numpy scalars as Python, dates as ISO text."""
+    if isinstance(v, date):
+        return v.isoformat()
     if isinstance(v, float | np.floating):
         return None if not math.isfinite(float(v)) else round(float(v), 6)
     if isinstance(v, np.integer | np.bool_):
@@ -157,163 +157,6 @@ def _table(df: pd.DataFrame, cols: list[str] | None = None, rename: dict | None 
     return d.to_html(index=False, border=0, classes="kpi", na_rep="") + more
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return f"<img alt='' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'/>"
-
-
-def _figure(w: float = 7.5, h: float = 3.2):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
-    return plt.subplots(figsize=(w, h))
-
-
-def _plot_hit_rates(eff: pd.DataFrame) -> str:
-    d = eff[(eff.period_type == "day") & (eff.customs_office == kpi.ALL)]
-    if d.empty:
-        return ""
-    fig, ax = _figure()
-    x = pd.to_datetime(d.period)
-    for col, label, style in [("hit_rate_red", "RED", "o-"), ("hit_rate_yellow", "YELLOW", "s-"),
-                              ("hit_rate_targeted", "targeted (rules, model, exploration)", "^-"),
-                              ("hit_rate_random", "random", "x--")]:
-        ax.plot(x, 100 * d[col].astype(float), style, label=label)
-    ax.set_ylabel("hit rate (%)")
-    ax.set_title("Hit rate by decision day (inspected declarations with an offence)")
-    ax.legend(fontsize=8, ncols=2)
-    fig.autofmt_xdate()
-    return _png(fig)
-
-
-def _plot_efficiency(eff: pd.DataFrame) -> str:
-    d = eff[(eff.period_type == "day") & (eff.customs_office == kpi.ALL)]
-    a = eff[(eff.period_type == "all") & (eff.customs_office == kpi.ALL)]
-    if d.empty:
-        return ""
-    fig, ax = _figure()
-    x = pd.to_datetime(d.period)
-    ax.bar(x, d.efficiency_index.astype(float).fillna(0), color="#4c72b0", label="efficiency index of the day")
-    if len(a) and pd.notna(a.efficiency_index.iloc[0]):
-        ax.axhline(float(a.efficiency_index.iloc[0]), color="#dd8452", label="all days")
-    ax.axhline(1.0, color="grey", ls=":", label="random = 1")
-    ax.set_ylabel("targeted / random hit rate")
-    ax.set_title("Efficiency index (lift of targeted over random selection)")
-    ax.legend(fontsize=8)
-    fig.autofmt_xdate()
-    return _png(fig)
-
-
-def _plot_rules(rules: pd.DataFrame) -> str:
-    if rules.empty:
-        return ""
-    fig, ax = _figure(7.5, 0.35 * len(rules) + 1.2)
-    y = np.arange(len(rules))[::-1]
-    p = rules.posterior_precision.astype(float)
-    lo = (p - rules.ci90_low.astype(float)).clip(lower=0).fillna(0)
-    hi = (rules.ci90_high.astype(float) - p).clip(lower=0).fillna(0)
-    ax.barh(y, p.fillna(0), xerr=[lo, hi], color="#8fb0d6", label="posterior precision (90% interval)")
-    ax.plot(rules.initial_weight.astype(float), y, "k|", ms=12, label="rules-file weight")
-    ax.plot(rules.weight_next.astype(float), y, "rD", ms=5, label="weight for the next day")
-    ax.set_yticks(y, rules.rule_id)
-    ax.set_xlim(0, 1)
-    ax.set_title("Rules: precision of their hits and weights")
-    ax.legend(fontsize=8, loc="lower right")
-    return _png(fig)
-
-
-def _plot_growth(g: pd.DataFrame) -> str:
-    if g.empty:
-        return ""
-    fig, ax = _figure()
-    x = pd.to_datetime(g.date)
-    ax.plot(x, g.current_total, "o-", label="outcomes on record (current)")
-    ax.plot(x, g.frauds_total, "s-", label="of which offences")
-    ax.plot(x, g.pipeline_total, "^-", label="from the pipeline's selections")
-    ax.set_yscale("symlog")
-    ax.set_title("Offence database growth (per weights version)")
-    ax.legend(fontsize=8)
-    fig.autofmt_xdate()
-    return _png(fig)
-
-
-def _plot_scores(settings: Settings, day: date) -> str:
-    p = settings.scored_dir / f"declaration_date={day.isoformat()}" / "part-0.parquet"
-    if not p.exists():
-        return ""
-    it = pd.read_parquet(p, columns=["declaration_id", "fraud_probability", "channel"])
-    d = it.assign(_lq=np.log1p(-it.fraud_probability.astype(float).clip(0, 0.999999))).groupby(
-        "declaration_id").agg(channel=("channel", "first"), _lq=("_lq", "sum"))
-    d["p"] = 1 - np.exp(d._lq)
-    fig, ax = _figure()
-    bins = np.linspace(0, 1, 26)
-    for ch, color in [("GREEN", "#55a868"), ("YELLOW", "#ccb974"), ("RED", "#c44e52")]:
-        v = d.p[d.channel == ch]
-        if len(v):
-            ax.hist(v, bins=bins, alpha=0.6, color=color, label=f"{ch} ({len(v)})")
-    ax.set_xlabel("declaration fraud probability")
-    ax.set_ylabel("declarations")
-    ax.set_title(f"Risk scores of {day} by channel")
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def _plot_weights(w: pd.DataFrame) -> str:
-    if w.empty:
-        return ""
-    fig, ax = _figure(7.5, 3.6)
-    ax.set_prop_cycle(color=[plt_color(i) for i in range(w.rule_id.nunique())])
-    for rule, g in w.groupby("rule_id", sort=True):
-        ax.plot(pd.to_datetime(g.date), g.weight, marker=".", label=rule)
-    ax.set_ylabel("weight")
-    ax.set_title("Rule weights by version")
-    ax.legend(fontsize=7, ncols=4)
-    fig.autofmt_xdate()
-    return _png(fig)
-
-
-def plt_color(i: int):
-    import matplotlib.pyplot as plt
-
-    return plt.get_cmap("tab20")(i % 20)
-
-
-def _plot_drift(d: pd.DataFrame, settings: Settings) -> str:
-    d = d[d.psi.notna()] if len(d) else d
-    if d.empty:
-        return ""
-    fig, ax = _figure(7.5, 0.3 * len(d) + 1.2)
-    y = np.arange(len(d))[::-1]
-    colors = ["#c44e52" if s == "major" else "#ccb974" if s == "moderate" else "#55a868" for s in d.status]
-    ax.barh(y, d.psi.astype(float), color=colors)
-    ax.axvline(settings.monitoring.psi_notice, color="grey", ls=":")
-    ax.axvline(settings.monitoring.psi_threshold, color="#c44e52", ls="--", label="retraining threshold")
-    ax.set_yticks(y, d.variable)
-    ax.set_title("Drift against the training data (PSI)")
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def _plot_calibration(c: pd.DataFrame) -> str:
-    if c.empty:
-        return ""
-    fig, ax = _figure(4.5, 3.2)
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.plot(c.predicted_mean.astype(float), c.observed_rate.astype(float), "o-")
-    ax.set_xlabel("mean predicted (item)")
-    ax.set_ylabel("observed hit rate")
-    ax.set_title("Calibration on inspected items")
-    return _png(fig)
-
-
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}
@@ -343,12 +186,12 @@ def render(settings: Settings, day: date, t: dict[str, pd.DataFrame], drift: pd.
                                               f"(90%: up to {_fmt(s['undetected_frauds_high_today'], 1)})"),
         ("Drift (max PSI)", f"{_fmt(s.get('drift_max_psi'), 3)} {s.get('drift_worst') or ''}"),
     ]
-    day_all = e[(e.period_type == "day") & (e.customs_office == kpi.ALL)]
+    day_all = e[(e.period_type == "day") & (e.customs_office == ALL)]
     offices = e[(e.period_type == "all")]
     ch = t["channels"]
-    by_channel = ch[(ch.period_type == "day") & (ch.customs_office == kpi.ALL) & (ch.selection_reason == kpi.ALL)
-                    & (ch.channel != kpi.ALL)]
-    by_reason = ch[(ch.period_type == "all") & (ch.customs_office == kpi.ALL) & (ch.channel == kpi.ALL)]
+    by_channel = ch[(ch.period_type == "day") & (ch.customs_office == ALL) & (ch.selection_reason == ALL)
+                    & (ch.channel != ALL)]
+    by_reason = ch[(ch.period_type == "all") & (ch.customs_office == ALL) & (ch.channel == ALL)]
     areas = t["risk_areas"]
     w = t["weights"]
     wpivot = pd.DataFrame()
@@ -356,6 +199,7 @@ def render(settings: Settings, day: date, t: dict[str, pd.DataFrame], drift: pd.
         last = sorted(w.version.unique())[-8:]
         wpivot = w[w.version.isin(last)].pivot(index="rule_id", columns="date", values="weight").reset_index()
         wpivot.columns = [str(c) for c in wpivot.columns]
+    today = read_scored(settings, upto=day, since=day, columns=["declaration_id", "fraud_probability", "channel"])
     esc = html.escape
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -371,7 +215,7 @@ def render(settings: Settings, day: date, t: dict[str, pd.DataFrame], drift: pd.
         f"(90% interval {_pct(s['green_fraud_rate_low'])} to {_pct(s['green_fraud_rate_high'])}), from "
         f"{esc(str(s['green_estimate_basis']))}; about {_fmt(s['undetected_revenue_est_today_usd'], 0)} USD at "
         f"stake today; share of fraud missed over all days ~{_pct(s['missed_share_est'])}.</p>",
-        "<h2>1. Channels and hit rates</h2>", _plot_hit_rates(e), _plot_efficiency(e),
+        "<h2>1. Channels and hit rates</h2>", plots.hit_rates(e), plots.efficiency(e),
         _table(day_all, ["period", "declarations", "selected", "selection_rate", "red", "yellow", "green",
                          "outcomes_complete", "hit_rate_red", "hit_rate_yellow", "hit_rate_targeted",
                          "hit_rate_random", "efficiency_index", "frauds", "revenue_recovered_usd",
@@ -386,7 +230,7 @@ def render(settings: Settings, day: date, t: dict[str, pd.DataFrame], drift: pd.
         _table(offices, ["customs_office", "declarations", "selection_rate", "hit_rate_red", "hit_rate_yellow",
                          "hit_rate_targeted", "hit_rate_random", "efficiency_index", "frauds", "revenue_recovered_usd",
                          "discoveries", "green", "undetected_frauds_est"]),
-        "<h2>2. Rule hits and precision</h2>", _plot_rules(t["rules"]),
+        "<h2>2. Rule hits and precision</h2>", plots.rules(t["rules"]),
         _table(t["rules"], ["rule_id", "risk_area", "items_hit_today", "selected_items_hit_today", "inspected",
                             "frauds", "precision", "precision_pipeline", "revenue_recovered_usd", "initial_weight",
                             "weight_used", "weight_next", "ci90_low", "ci90_high"]),
@@ -403,17 +247,17 @@ def render(settings: Settings, day: date, t: dict[str, pd.DataFrame], drift: pd.
                ["declaration_date", "declaration_id", "customs_office", "selection_reason", "channel", "hs2",
                 "origin_country", "rank_revenue", "rank_probability", "cut", "missed_by_exploitation",
                 "offence_codes", "revenue_recovered_usd", "new_importer"], max_rows=30),
-        "<h2>4. Offence database growth</h2>", _plot_growth(t["offence_growth"]),
+        "<h2>4. Offence database growth</h2>", plots.growth(t["offence_growth"]),
         _table(t["offence_growth"].iloc[::-1], ["version", "records_folded", "frauds_folded", "revenue_folded_usd",
                                                 "pipeline_folded", "legacy_folded", "corrections", "late_records",
                                                 "current_total", "frauds_total", "revenue_total_usd"], max_rows=20),
-        "<h2>5. Risk scores and weight evolution</h2>", _plot_scores(settings, day), _plot_calibration(
-            t["calibration"]), _plot_weights(w),
+        "<h2>5. Risk scores and weight evolution</h2>", plots.scores(today, day),
+        plots.calibration(t["calibration"]), plots.weights(w),
         _table(t["scores"][t["scores"].declaration_date == day.isoformat()],
                ["channel", "declarations", "fraud_probability_mean", "fraud_probability_p50", "fraud_probability_p90",
                 "expected_revenue_mean_usd", "uncertainty_mean", "rule_score_mean"]),
         "<h3>Weights of the last versions</h3>", _table(wpivot),
-        "<h2>6. Drift against the training data</h2>", _plot_drift(drift, settings),
+        "<h2>6. Drift against the training data</h2>", plots.drift(drift, settings),
         _table(drift, ["variable", "kind", "psi", "status", "n_reference", "n_current", "mean_reference",
                        "mean_current"]),
         "</body></html>",

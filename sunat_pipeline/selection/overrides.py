@@ -23,8 +23,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.dataset as ds
 
 from sunat_pipeline.lake.store import atomic_write_bytes, partition
+from sunat_pipeline.selection.output import KEY, read_scored
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,29 +45,25 @@ def overrides_dir(settings: Settings) -> Path:
 
 
 def _find(settings: Settings, declaration_id: str, day: date | None) -> tuple[date, pd.Series]:
-    """The declaration's scored row (first item) and its date; newest days first when no date is given."""
-    base = settings.scored_dir
-    parts = [partition(base, "declaration_date", day)] if day else sorted(base.glob("declaration_date=*"),
-                                                                          reverse=True)
+    """The declaration's scored row (first item) and its date; the newest day when no date is given."""
     cols = ["declaration_id", "customs_office", "channel", "selection_reason", "run_id"]
-    for p in parts:
-        f = p / "part-0.parquet"
-        if not f.exists():
-            continue
-        df = pd.read_parquet(f, columns=cols, filters=[("declaration_id", "==", declaration_id)])
-        if len(df):
-            return date.fromisoformat(p.name.split("=", 1)[1]), df.iloc[0]
-    where = f"on {day}" if day else "in any scored day"
-    raise LookupError(f"declaration {declaration_id!r} not found {where} under {base}: score its day first")
+    rows = read_scored(settings, upto=day, since=day, columns=[*cols, KEY],
+                       where=ds.field("declaration_id") == declaration_id)
+    if rows.empty:
+        where = f"on {day}" if day else "in any scored day"
+        raise LookupError(f"declaration {declaration_id!r} not found {where} under {settings.scored_dir}: "
+                          "score its day first")
+    row = rows[rows[KEY] == rows[KEY].max()].iloc[0]
+    return row[KEY], row[cols]
 
 
 def load(settings: Settings, days: Iterable[date] | None = None) -> pd.DataFrame:
     """Every override event (of the given declaration days, or all), oldest first."""
     base = overrides_dir(settings)
     if days is None:
-        folders = sorted(base.glob("declaration_date=*")) if base.exists() else []
+        folders = sorted(base.glob(f"{KEY}=*")) if base.exists() else []
     else:
-        folders = [partition(base, "declaration_date", d) for d in sorted(set(days))]
+        folders = [partition(base, KEY, d) for d in sorted(set(days))]
     recs = [json.loads(f.read_text()) for d in folders if d.exists() for f in sorted(d.glob("*.json"))]
     if not recs:
         return pd.DataFrame(columns=COLUMNS)
@@ -100,7 +98,7 @@ def record(settings: Settings, declaration_id: str, channel: str, officer: str, 
            "model_channel": str(row.channel), "selection_reason": str(row.selection_reason),
            "run_id": str(row.run_id), "officer_id": officer, "why": why, "recorded_at": recorded_at.isoformat()}
     rec = {"override_id": hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:16], **rec}
-    path = partition(overrides_dir(settings), "declaration_date", d) / \
+    path = partition(overrides_dir(settings), KEY, d) / \
         f"{recorded_at:%Y%m%dT%H%M%SZ}-{rec['override_id']}.json"
     if not path.exists():  # the same event twice is one event
         atomic_write_bytes(path, json.dumps(rec, indent=2, sort_keys=True).encode())

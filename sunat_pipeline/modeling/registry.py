@@ -1,0 +1,129 @@
+"""The MLflow store: the one way to open it, the experiment, the registered model, its aliases and descriptions.
+
+Every MLflow client of the product comes from :func:`client`, which creates the local store's folder when
+the tracking URI is a SQLite file (settings only compute the URI). The experiment is created with its
+artifact location beside that store and tagged as a model-training experiment (``mlflow.experimentKind =
+custom_model_development``), so the MLflow UI opens it in the model-training view rather than the GenAI one.
+The registered model and each version carry a description: what the model predicts, on what data, and why
+a version was or was not promoted.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from pathlib import Path
+
+from sunat_pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+# MLflow's experiment type tag (read by its UI): classic model development, not GenAI.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+MODEL_DESCRIPTION = (
+    "Risk model of import declaration items (sunat_pipeline.modeling.model.RiskModel, a bag of XGBoost "
+    "classifiers and a revenue regressor). Predicts the probability that an item is found fraudulent at "
+    "inspection, the revenue at stake if it is, and an uncertainty (the spread of the bag). Trained on inspected "
+    "items whose outcome was reported by the training date, with point-in-time features (docs/features.md). "
+    "The daily scoring uses the version under the alias 'champion'; a new version takes it only if it beats the "
+    "champion on the same recent holdout (docs/models.md).")
+
+
+def client(settings: Settings):
+    """An ``MlflowClient`` on the settings' store (also the fluent API's tracking URI); creates a local SQLite
+    store's folder."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def experiment(settings: Settings) -> str:
+    """The experiment's id (created if needed, tagged as model development); the fluent API's active one."""
+    import mlflow
+
+    c = client(settings)
+    exp = c.get_experiment_by_name(settings.mlflow_experiment)
+    if exp is None:
+        settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+        exp_id = c.create_experiment(settings.mlflow_experiment, artifact_location=settings.mlflow_artifacts.as_uri(),
+                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    else:
+        exp_id = exp.experiment_id
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # created before the tag existed
+            c.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def champion(settings: Settings):
+    """(model version, RiskModel) of the current champion, or (None, None)."""
+    c = client(settings)
+    try:
+        mv = c.get_model_version_by_alias(settings.registered_model, CHAMPION)
+    except Exception:  # no registered model or no alias yet
+        return None, None
+    return mv, load_version(settings, mv.version)
+
+
+def load_version(settings: Settings, version: str):
+    """The ``RiskModel`` of a registered version."""
+    import mlflow
+
+    client(settings)
+    return mlflow.pyfunc.load_model(f"models:/{settings.registered_model}/{version}").unwrap_python_model().model
+
+
+def runs_for(settings: Settings, asof: date) -> list:
+    """Training runs for the training date ``asof``."""
+    c = client(settings)
+    exp = c.get_experiment_by_name(settings.mlflow_experiment)
+    if exp is None:
+        return []
+    return c.search_runs([exp.experiment_id], filter_string=f"tags.training_date = '{asof.isoformat()}'")
+
+
+def last_training_date(settings: Settings) -> date | None:
+    c = client(settings)
+    exp = c.get_experiment_by_name(settings.mlflow_experiment)
+    if exp is None:
+        return None
+    runs = c.search_runs([exp.experiment_id], filter_string="tags.kind = 'training'",
+                         order_by=["tags.training_date DESC"], max_results=1)
+    return date.fromisoformat(runs[0].data.tags["training_date"]) if runs else None
+
+
+def version_description(asof: date, metrics: dict, decision: dict, trigger: str) -> str:
+    """What a version is: its data, its holdout figure and the promotion decision in plain words."""
+    metric = decision.get("primary_metric", "")
+    verdict = "Promoted to champion" if decision.get("promoted") else "Not promoted"
+    return (f"Trained on {asof.isoformat()} ({trigger}) on {metrics.get('n_train', 0)} inspected items with "
+            f"outcomes reported by then ({100 * metrics.get('train_fraud_rate', 0.0):.1f}% fraud); judged on the "
+            f"holdout {decision.get('holdout_from')}..{decision.get('holdout_to')} ({decision.get('n_holdout')} "
+            f"items): {metric} {metrics.get(metric, 0.0):.4f} (rules alone "
+            f"{metrics.get('rules_' + metric, 0.0):.4f}, random {metrics.get('random_' + metric, 0.0):.4f}). "
+            f"{verdict}: {decision.get('why', '')}.")
+
+
+def register(settings: Settings, version: str, *, promote: bool, description: str, tags: dict[str, str]) -> None:
+    """Describe a new version (and the registered model), tag it, and move the champion alias if promoted."""
+    c = client(settings)
+    name = settings.registered_model
+    c.update_registered_model(name, description=MODEL_DESCRIPTION)
+    c.update_model_version(name, version, description=description)
+    for k, v in tags.items():
+        c.set_model_version_tag(name, version, k, v)
+    if promote:
+        c.set_registered_model_alias(name, CHAMPION, version)
+
+
+def pin_champion(settings: Settings, version: str) -> None:
+    """Rollback: point the champion alias at an earlier version."""
+    c = client(settings)
+    c.get_model_version(settings.registered_model, version)  # raises if it does not exist
+    c.set_registered_model_alias(settings.registered_model, CHAMPION, version)
+    log.info("champion of %s pinned to version %s", settings.registered_model, version)
