@@ -120,7 +120,8 @@ def make_entities(cfg: WorldConfig) -> Entities:
         "first_day": np.where(r.random(n_imp) < k["new_importer_share"], r.integers(0, cfg.total_days, n_imp), 0),
         "last_day": cfg.total_days + 1,
         "price_level": np.exp(r.normal(0, cfg.k["prices"]["importer_level_sigma"], n_imp)),
-        "scheme": "", "scheme_start": -1, "scheme_propensity": 0.0, "phoenix_of": "", "fraud_office": "",
+        "scheme": "", "scheme_start": -1, "scheme_propensity": 0.0, "scheme_activity": 0.0, "phoenix_of": "",
+        "fraud_office": "",
     })
     ent = Entities(imp, brk, sup, _officers(cfg, r, offices), hs, taken)
     _add_scheme_actors(cfg, ent, taken)
@@ -161,13 +162,15 @@ def _add_scheme_actors(cfg: WorldConfig, ent: Entities, taken: set) -> None:
         chapters = sorted({c[:2] for c in s.get("misdeclared_from", [])} | set(s.get("chapters", [])))
         n = max(3, int(round(s["actors_per_100_declarations"] * cfg.declarations_per_day / 100)))
         n_new = int(round(n * s["new_actor_share"]))
-        eligible = imp.index[(imp.scheme == "") & (imp.kind != "habitual") & (imp.first_day < start - 30)
+        eligible = imp.index[(imp.scheme == "") & (imp.kind == "honest") & (imp.first_day < start - 30)
                              & (imp.activity <= imp.activity.quantile(0.9))
                              & imp.chapters.map(lambda cs, ch=chapters: bool(set(cs) & set(ch)))]
         rec = r.choice(eligible, size=min(n - n_new, len(eligible)), replace=False) if len(eligible) else []
         props = r.beta(*s["propensity"], n)
         imp.loc[rec, ["scheme", "scheme_start"]] = [s["name"], start]
         imp.loc[rec, "scheme_propensity"] = props[: len(rec)]
+        # From the start, a recruit's trade grows to the scheme's volume (its own, if larger).
+        imp.loc[rec, "scheme_activity"] = np.maximum(imp.loc[rec, "activity"], s["activity"] * median_activity)
         extra_sup = []
         if s["kind"] == "hub_transshipment":  # the scheme's trading houses in the hub
             ids = [f"S8{si}{j:03d}" for j in range(3)]
@@ -188,6 +191,7 @@ def _add_scheme_actors(cfg: WorldConfig, ent: Entities, taken: set) -> None:
             "first_day": start, "last_day": cfg.total_days + 1,
             "price_level": np.exp(r.normal(0, cfg.k["prices"]["importer_level_sigma"], n_new)),
             "scheme": s["name"], "scheme_start": start, "scheme_propensity": props[len(rec):len(rec) + n_new],
+            "scheme_activity": 0.0,
             "phoenix_of": "", "fraud_office": "",
         })
         imp = pd.concat([imp, new], ignore_index=True)

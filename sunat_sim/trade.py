@@ -92,7 +92,9 @@ def generate_day(ctx: Ctx, i: int) -> pd.DataFrame:
     active = imp[(imp.first_day <= i) & (imp.last_day >= i)]
     if n == 0 or active.empty:
         return pd.DataFrame()
-    chosen = active.iloc[r.choice(len(active), size=n, p=(active.activity / active.activity.sum()).to_numpy())]
+    started = (active.scheme != "").to_numpy() & (active.scheme_start.to_numpy() <= i)
+    volume = np.where(started, np.maximum(active.activity, active.scheme_activity), active.activity)
+    chosen = active.iloc[r.choice(len(active), size=n, p=volume / volume.sum())]
     ids = chosen.importer_id.to_numpy()
     offices = ctx.offices
     office = np.where(r.random(n) < k["entities"]["home_office_share"], chosen.home_office,
