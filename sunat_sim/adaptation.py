@@ -61,7 +61,8 @@ def _displace(ctx: Ctx, i: int, r: np.random.Generator) -> None:
         imp.at[i, "fraud_office"] = others[int(r.integers(len(others)))]
     elif where == "broker":
         brk = ctx.ent.declarants
-        pool = brk.declarant_id[brk.complicit].to_numpy() if r.random() < 0.5 else brk.declarant_id.to_numpy()
+        complicit = brk.declarant_id[brk.complicit].to_numpy()
+        pool = complicit if len(complicit) and r.random() < 0.5 else brk.declarant_id.to_numpy()
         imp.at[i, "declarant_id"] = pool[int(r.integers(len(pool)))]
     else:
         others = [m for m in REVENUE_MECHANISMS if m != imp.at[i, "preferred_mechanism"]]
