@@ -109,7 +109,7 @@ def rng(seed: int, *key: int) -> np.random.Generator:
 
 # Random stream purposes (one place, so two purposes never share a stream).
 S_ENTITIES, S_DAY, S_LEGACY, S_TAX, S_FX, S_LEGACY_INSPECT, S_PIPELINE_INSPECT, S_ADAPT, S_PRICES, S_PERMITS, \
-    S_SCHEMES, S_REPORT = range(1, 13)
+    S_SCHEMES = range(1, 12)
 
 
 def dumps(obj: Any) -> bytes:

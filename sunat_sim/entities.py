@@ -29,9 +29,6 @@ class Entities:
     hs: pd.DataFrame
     taken: set = field(default_factory=set)  # tax ids in use (a phoenix gets a fresh one)
 
-    def importer_rows(self) -> dict[str, int]:
-        return {v: i for i, v in enumerate(self.importers.importer_id)}
-
 
 def new_lines(cfg: WorldConfig) -> list[tuple]:
     """HS lines created during the simulation by a scheme's tariff amendment."""
