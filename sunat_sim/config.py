@@ -113,4 +113,5 @@ S_ENTITIES, S_DAY, S_LEGACY, S_TAX, S_FX, S_LEGACY_INSPECT, S_PIPELINE_INSPECT, 
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, indent=2, sort_keys=True).encode()
+    """JSON keeping the knobs' order: draws over a mapping (offices, mechanisms) follow it."""
+    return json.dumps(obj, indent=2).encode()

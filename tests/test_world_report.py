@@ -86,14 +86,20 @@ def test_bars_judge_the_figures(report):
     assert [ok for _, ok, _ in bars(rep)][-3:] == [False, True, None]
 
 
-def test_report_command(tmp_path, capsys):
+def test_report_command_on_the_lake_world(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SUNAT_LAKE_ROOT", str(tmp_path / "data"))
+    assert main(["generate", "--seed", "4", "--history-days", "30", "--live-days", "5", "--per-day", "30",
+                 "--difficulty", "easy"]) == 0
+    capsys.readouterr()
     out = tmp_path / "report.json"
-    assert main(["report", "--seed", "4", "--history-days", "30", "--live-days", "5", "--per-day", "30",
-                 "--difficulty", "easy", "--json", str(out)]) == 0
+    assert main(["report", "--from-lake", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "difficulty easy" in text and "Bars:" in text
+    assert "seed 4, difficulty easy" in text and "Bars:" in text
     rep = json.loads(out.read_text())
     assert rep["config"]["difficulty"] == "easy" and rep["bars"]
+    # The lake's world, simulated again: the same declarations as were landed.
+    landed = pd.concat([pd.read_csv(p) for p in (tmp_path / "data" / "landing" / "customs").glob("*.csv")])
+    assert rep["items"] == len(landed) and rep["declarations"] == landed.declaration_id.nunique()
 
 
 def _leaves(d: dict, prefix: str = "") -> list[str]:
