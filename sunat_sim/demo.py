@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import time
+from datetime import timedelta
 
 import pandas as pd
 
 from sunat_pipeline.settings import Settings
+from sunat_sim.config import DEFAULT_DIFFICULTY
 
 log = logging.getLogger(__name__)
+CAPACITY_ENV = "SUNAT_SELECTION__CAPACITY"  # read by the product's settings: SelectionSettings.capacity
+VOLUME_DAYS = 28  # an administration sizes each office's inspection teams on its recent volume
 
 
-def run(settings: Settings, history_days: int = 180, live_days: int = 14, per_day: int = 300, seed: int = 42) -> int:
+def office_volumes(settings: Settings, cfg) -> dict[str, float]:
+    """Average declarations a day per office over the last weeks of the history, from the landed customs extract
+    (what the administration itself can count)."""
+    from sunat_sim.world import landing_name
+
+    path = settings.landing / "customs" / landing_name("customs", cfg.last_history_date, "history")
+    c = pd.read_csv(path, usecols=["declaration_id", "declaration_date", "customs_office"], dtype=str)
+    since = (cfg.last_history_date - timedelta(days=VOLUME_DAYS - 1)).isoformat()
+    recent = c[c.declaration_date >= since].drop_duplicates("declaration_id")
+    days = min(VOLUME_DAYS, cfg.history_days)
+    return {o: n / days for o, n in recent.customs_office.value_counts().sort_index().items()}
+
+
+def capacity_json(settings: Settings, cfg) -> str:
+    """Each office's daily capacity as the product's settings read it (``SUNAT_SELECTION__CAPACITY``)."""
+    from sunat_sim.administration import office_capacity
+
+    return json.dumps(office_capacity(cfg, office_volumes(settings, cfg)), sort_keys=True)
+
+
+def run(settings: Settings, history_days: int = 180, live_days: int = 14, per_day: int = 300, seed: int = 42,
+        difficulty: str = DEFAULT_DIFFICULTY) -> int:
     from sunat_pipeline.orchestration.runner import ensure_db, run_dag
     from sunat_sim.inspection import inspect_day
     from sunat_sim.world import WorldConfig, generate
@@ -24,16 +51,21 @@ def run(settings: Settings, history_days: int = 180, live_days: int = 14, per_da
         if p.exists():
             shutil.rmtree(p)
     shutil.rmtree(settings.airflow_home_path / "runs", ignore_errors=True)
-    cfg = WorldConfig(seed=seed, history_days=history_days, live_days=live_days, declarations_per_day=per_day)
-    print(f"[demo] generating the synthetic world: {history_days} days of history + {live_days} live days, "
-          f"{per_day} declarations/day (seed {seed})", flush=True)
+    cfg = WorldConfig(seed=seed, history_days=history_days, live_days=live_days, declarations_per_day=per_day,
+                      difficulty=difficulty)
+    print(f"[demo] generating the synthetic world ({difficulty}): {history_days} days of history + {live_days} live "
+          f"days, {per_day} declarations/day (seed {seed})", flush=True)
     w = generate(cfg, settings.lake)
+    schemes = ", ".join(f"{k} from {v}" for k, v in w["schemes"].items())
     print(f"[demo] world: {w['items']} items, {w['declarations']} declarations, fraud rate "
-          f"{w['fraud_rate_items']:.1%}, drift from {w['drift_date']} ({time.time() - t0:.0f} s)", flush=True)
+          f"{w['fraud_rate_declarations']:.1%} of declarations; new schemes: {schemes} ({time.time() - t0:.0f} s)",
+          flush=True)
+    # The administration sets each office's capacity from its volume; the DAG runs read it from the environment.
+    os.environ[CAPACITY_ENV] = capacity_json(settings, cfg)
+    print(f"[demo] inspection capacity per office (declarations a day): {os.environ[CAPACITY_ENV]}", flush=True)
     ensure_db(settings)
     for i, day in enumerate(cfg.live_dates, 1):
         t = time.time()
-        # Only a test/CI demo may need fresh Airflow state per run; dags test replaces the day's run itself.
         run_dag(settings, "sunat_daily", day)
         insp = inspect_day(settings, day)
         print(f"[demo] day {i}/{len(cfg.live_dates)} {day}: Airflow run ok, {insp['inspected_items']} items "
@@ -43,21 +75,65 @@ def run(settings: Settings, history_days: int = 180, live_days: int = 14, per_da
     return 0
 
 
+def truth_table(settings: Settings) -> pd.DataFrame:
+    """Per scored day, what really happened (ground truth): frauds present, caught, missed, revenue at stake and
+    recovered. Evaluation only: the pipeline never sees these figures."""
+    from sunat_sim.world import truth_dir
+
+    runs = sorted((settings.gold / "score_runs").glob("declaration_date=*/run.json"))
+    days = [json.loads(p.read_text())["declaration_date"] for p in runs]
+    tpath = truth_dir(settings.lake) / "items.parquet"
+    if not days or not tpath.exists():
+        return pd.DataFrame()
+    truth = pd.read_parquet(tpath)
+    truth = truth[pd.to_datetime(truth.declaration_date).dt.strftime("%Y-%m-%d").isin(days)]
+    files = sorted((settings.landing / "enforcement").glob("enforcement__*__insp-*.csv"))
+    rec = pd.concat([pd.read_csv(f, dtype={"declaration_id": str}) for f in files], ignore_index=True) if files \
+        else pd.DataFrame(columns=["record_id", "declaration_id", "item_no", "result", "revenue_recovered_usd"])
+    first = rec[~rec.record_id.astype(str).str.endswith("-C")]
+    m = truth.merge(first[["declaration_id", "item_no", "result", "revenue_recovered_usd"]],
+                    on=["declaration_id", "item_no"], how="left")
+    m["day"] = pd.to_datetime(m.declaration_date).dt.strftime("%Y-%m-%d")
+    m["caught"] = m.is_fraud & (m.result == "FRAUD")
+    m["inspected"] = m.result.notna()
+    g = m.groupby("day")
+    out = pd.DataFrame({
+        "fraud_items": g.is_fraud.sum(), "fraud_declarations": m[m.is_fraud].groupby("day").declaration_id.nunique(),
+        "inspected_frauds": m[m.is_fraud & m.inspected].groupby("day").size(),
+        "caught": g.caught.sum(), "false_findings": m[~m.is_fraud & (m.result == "FRAUD")].groupby("day").size(),
+        "revenue_at_stake_usd": g.revenue_at_stake_usd.sum(),
+        "recovered_usd": m[m.caught].groupby("day").revenue_recovered_usd.sum(),
+    }).fillna(0)
+    out["missed"] = out.fraud_items - out.caught
+    cols = ["fraud_items", "fraud_declarations", "inspected_frauds", "caught", "missed", "false_findings",
+            "revenue_at_stake_usd", "recovered_usd"]
+    return out[cols].astype({c: int for c in cols[:6]}).round(0).reset_index(names="date")
+
+
 def print_summary(settings: Settings) -> None:
     from sunat_pipeline.feedback import weights
-    from sunat_pipeline.reporting.report import day_table, registry_summary
+    from sunat_pipeline.reporting.kpi import latest_summary
+    from sunat_pipeline.reporting.report import day_table, last_report, registry_summary
 
     tab = day_table(settings)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print("\nPer processed day (channels count declarations; outcomes are the inspections reported so far):")
         print(tab.to_string(index=False) if len(tab) else "(no day scored yet)")
+        truth = truth_table(settings)
+        if len(truth):
+            print("\nSame days, EVALUATION ONLY (the world's ground truth, which the pipeline never sees): frauds "
+                  "present, caught by the inspections (whenever reported), missed; revenue at stake vs recovered:")
+            print(truth.to_string(index=False))
     if len(tab):
         print(f"\nTotal: {int(tab['items'].sum())} items scored, {int(tab.RED.sum())} RED / "
               f"{int(tab.YELLOW.sum())} YELLOW / {int(tab.GREEN.sum())} GREEN declarations, "
               f"{int(tab.frauds_found.sum())} frauds found, {tab.revenue_recovered_usd.sum():,.0f} USD recovered")
-    from sunat_pipeline.reporting.kpi import latest_summary
-    from sunat_pipeline.reporting.report import last_report
-
+    if len(truth):
+        t = truth.sum(numeric_only=True)
+        print(f"Truth (evaluation only): {int(t.fraud_items)} fraudulent items present, {int(t.caught)} caught "
+              f"({t.caught / max(t.fraud_items, 1):.1%}), {int(t.missed)} missed, {int(t.false_findings)} wrong "
+              f"findings; {t.recovered_usd:,.0f} of {t.revenue_at_stake_usd:,.0f} USD at stake recovered "
+              f"({t.recovered_usd / max(t.revenue_at_stake_usd, 1):.1%})")
     k = latest_summary(settings)
     if k:
         f = {c: (format(k[c], ".2f" if c == "efficiency_index" else ".1%") if pd.notna(k[c]) else "n/a") for c in

@@ -1,10 +1,11 @@
 """Inspection simulator: plays the customs officers of the synthetic world.
 
-Reads day D's channel decisions (the scored Parquet) and the world's ground truth, inspects RED
-(physical, detects most frauds) and YELLOW (documentary, detects fewer) items, and lands the outcomes as
-enforcement extracts dated when each result is reported (a few days later), exactly as a source system
-would. It is not part of the pipeline: it is the world answering back, and the only code besides
-evaluation that reads the ground truth.
+Reads day D's channel decisions (the scored Parquet, with the officers' overrides in force) and the world's
+ground truth, inspects the RED (physical) and YELLOW (documentary) items as ``administration.inspect`` does
+for the history (detection per channel, mechanism and officer; partial recovery; a few wrong findings;
+some findings overturned later), and lands the outcomes as enforcement extracts dated when each result is
+reported, corrections included (dated months later), exactly as a source system would. It is not part of
+the pipeline: it is the world answering back, and the only code besides evaluation that reads the truth.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import pandas as pd
 
 from sunat_pipeline.selection import overrides
 from sunat_pipeline.settings import Settings
+from sunat_sim.administration import inspect
+from sunat_sim.config import S_PIPELINE_INSPECT, rng
 from sunat_sim.io import atomic_write_bytes
-from sunat_sim.world import inspect_items, landing_name, load_world_config, truth_dir
+from sunat_sim.world import landing_name, load_world_config, truth_dir
 
 log = logging.getLogger(__name__)
-STREAM = 7  # random stream of the simulator (6 is the legacy history's)
+STREAM = S_PIPELINE_INSPECT  # random stream of the simulator (the legacy history's is another)
 
 
 def inspect_day(settings: Settings, day: date) -> dict:
@@ -30,21 +33,27 @@ def inspect_day(settings: Settings, day: date) -> dict:
     scored = pd.read_parquet(scored_path, columns=["declaration_id", "item_no", "channel"])
     scored = overrides.apply(settings, day, scored)  # officers' overrides in force for the day
     cfg = load_world_config(settings.lake)
-    truth = pd.read_parquet(truth_dir(settings.lake) / "items.parquet")
+    tdir = truth_dir(settings.lake)
+    truth = pd.read_parquet(tdir / "items.parquet")
     items = scored.merge(truth.drop(columns=["declaration_date"]), on=["declaration_id", "item_no"], how="left")
     if items.is_fraud.isna().any():
         raise RuntimeError(f"{int(items.is_fraud.isna().sum())} scored items of {day} are not in the world")
     items["is_fraud"] = items.is_fraud.astype(bool)
-    items["mechanism"] = items.mechanism.fillna("")
-    rec = inspect_items(items, items.channel.to_numpy(), cfg, day, stream=STREAM)
+    items[["mechanism", "scheme"]] = items[["mechanism", "scheme"]].fillna("")
+    officers = pd.read_parquet(tdir / "officers.parquet")
+    rec, seen = inspect(items, items.channel.to_numpy(), cfg, officers, day,
+                        rng(cfg.seed, STREAM, cfg.index(day)), stream=STREAM)
     written = []
     for reported, g in rec.groupby("reported_date", sort=True):
         path = settings.landing / "enforcement" / landing_name("enforcement", reported, f"insp-{day.isoformat()}")
         atomic_write_bytes(path, g.to_csv(index=False, lineterminator="\n").encode("utf-8"))
         written.append(path.name)
-    summary = {"date": day.isoformat(), "inspected_items": len(rec),
-               "frauds_found": int((rec.result == "FRAUD").sum()),
-               "revenue_recovered_usd": round(float(rec.revenue_recovered_usd.sum()), 2), "files": written}
-    log.info("inspection %s: %d items inspected, %d frauds found, %.0f USD recovered; landed %s", day,
-             summary["inspected_items"], summary["frauds_found"], summary["revenue_recovered_usd"], written)
+    first = ~rec.record_id.str.endswith("-C")
+    summary = {"date": day.isoformat(), "inspected_items": int(first.sum()),
+               "frauds_found": int((rec.result[first] == "FRAUD").sum()),
+               "revenue_recovered_usd": round(float(rec.revenue_recovered_usd[first].sum()), 2),
+               "corrections_later": int((~first).sum()), "files": written}
+    log.info("inspection %s: %d items inspected, %d frauds found, %.0f USD recovered, %d findings to be overturned "
+             "later; landed %s", day, summary["inspected_items"], summary["frauds_found"],
+             summary["revenue_recovered_usd"], summary["corrections_later"], written)
     return summary

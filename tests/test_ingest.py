@@ -93,9 +93,10 @@ def test_silver_holds_the_accepted_rows_typed(ingested):
     assert len(day) and (day.declaration_date == pd.Timestamp(D1)).all()
     hist = ingest.silver(settings, "customs", upto=HIST_END)
     assert len(hist) + len(day) == len(c)
-    # Reference prices have no date column: they are partitioned by the extract's date.
+    # Reference prices are partitioned by the date of the issue (extract) that published them.
     ref = ingest.silver(settings, "reference_prices")
-    assert (ref.effective_date == pd.Timestamp(HIST_END)).all()
+    issued = {pd.Timestamp(f.stem.split("__")[1]) for f in (settings.landing / "reference_prices").glob("*.csv")}
+    assert set(ref.effective_date) == {d for d in issued if d <= pd.Timestamp(D1)}
     assert (settings.silver / "customs" / f"declaration_date={D1}" / "part-0.parquet").exists()
 
 

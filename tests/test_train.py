@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tinyworld import LONG_WORLD
+from tinyworld import LEARNABLE_WORLD
 
 from sunat_pipeline.lake.store import partition
 from sunat_pipeline.modeling import registry, train
@@ -31,8 +31,8 @@ ARTIFACTS = {"feature_catalog.csv", "feature_importance.csv", "feature_importanc
 def trained(tiny_world, tmp_path_factory):
     """The long world ingested up to its third live day (the most labels of the shared worlds), in a lake and
     MLflow store of the module's own that the registry finds through the environment; trained twice that day."""
-    d1 = LONG_WORLD.live_dates[2]
-    s = tiny_world(LONG_WORLD, upto=d1).copy(tmp_path_factory.mktemp("train"), training=TRAINING)
+    d1 = LEARNABLE_WORLD.live_dates[2]
+    s = tiny_world(LEARNABLE_WORLD, upto=d1).copy(tmp_path_factory.mktemp("train"), training=TRAINING)
     mp = pytest.MonkeyPatch()
     mp.setenv("SUNAT_LAKE_ROOT", str(s.lake))
     mp.setenv("SUNAT_MLFLOW_TRACKING_URI", s.tracking_uri)
