@@ -48,8 +48,22 @@ class OfficeCapacity(BaseModel):
 
 
 class SelectionSettings(BaseModel):
-    default_capacity: OfficeCapacity = OfficeCapacity(red=6, yellow=9)
-    capacity: dict[str, OfficeCapacity] = Field(default_factory=dict)
+    capacity: dict[str, OfficeCapacity] = Field(default_factory=dict, description="explicit capacity per office "
+                                                "(always wins over the default)")
+    default_capacity_mode: Literal["volume", "fixed"] = Field(
+        "volume", description="capacity of an office without an explicit one: 'volume' derives it from the "
+        "office's recent daily volume (shares below), 'fixed' is default_capacity for every office")
+    default_capacity: OfficeCapacity = Field(OfficeCapacity(red=6, yellow=9), description="capacity of an office "
+                                             "without an explicit one in 'fixed' mode, and without history in "
+                                             "'volume' mode")
+    red_share: float = Field(0.10, ge=0, le=1, description="volume mode: RED capacity as a share of the office's "
+                             "average declarations a day")
+    yellow_share: float = Field(0.15, ge=0, le=1, description="volume mode: YELLOW capacity as a share of the "
+                                "office's average declarations a day")
+    capacity_window_days: int = Field(28, ge=1, description="volume mode: days lodged before the scored day "
+                                      "that the average is taken over")
+    min_red: int = Field(1, ge=0, description="volume mode: least RED capacity of an office with history")
+    min_yellow: int = Field(1, ge=0, description="volume mode: least YELLOW capacity of an office with history")
     random_share: float = Field(0.15, ge=0, le=1, description="share of capacity chosen at random")
     exploration_share: float = Field(0.10, ge=0, le=1, description="share of capacity for exploration")
     workload_per_declaration: float = Field(10.0, ge=0, description="workload units of a declaration")
@@ -60,8 +74,15 @@ class SelectionSettings(BaseModel):
     exploration_pool: int = Field(20, ge=1, description="exploration candidates per exploration slot (the best by "
                                   "uncertainty x revenue), among which k-means++ seeding picks diverse ones")
 
-    def capacity_for(self, office: str) -> OfficeCapacity:
-        return self.capacity.get(str(office), self.default_capacity)
+    def capacity_for(self, office: str, daily_volume: float | None = None) -> OfficeCapacity:
+        """The office's capacity: its explicit one; else, in volume mode with a known average daily volume
+        (declarations lodged a day before the scored day), shares of it (in declarations); else the default."""
+        if str(office) in self.capacity:
+            return self.capacity[str(office)]
+        if self.default_capacity_mode == "volume" and daily_volume is not None and daily_volume > 0:
+            return OfficeCapacity(red=max(self.min_red, round(daily_volume * self.red_share)),
+                                  yellow=max(self.min_yellow, round(daily_volume * self.yellow_share)))
+        return self.default_capacity
 
 
 # The risk model's hyperparameters (``modeling.model.RiskModel``). ``TrainingSettings`` holds their one set of

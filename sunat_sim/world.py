@@ -48,8 +48,9 @@ __all__ = ["CUSTOMS_COLUMNS", "ENFORCEMENT_COLUMNS", "SOURCES", "LANDED_SOURCES"
            "WorldConfig", "generate", "landing_name", "load_world_config", "simulate", "truth_dir"]
 log = logging.getLogger(__name__)
 
-SOURCES = ("customs", "tax", "enforcement", "reference_prices", "exchange_rates")  # what the product ingests
-LANDED_SOURCES = (*SOURCES, "permits")  # permits: a new extract the product does not read yet (docs/world.md)
+# The extracts the world lands (the product's landing contract names the same sources).
+SOURCES = ("customs", "tax", "enforcement", "reference_prices", "exchange_rates", "permits")
+LANDED_SOURCES = SOURCES
 CUSTOMS_COLUMNS = [
     "declaration_id", "item_no", "declaration_date", "customs_office", "importer_id", "declarant_id",
     "supplier_id", "supplier_country", "transport_mode", "hs_code", "origin_country", "quantity",

@@ -73,7 +73,8 @@ def test_every_task_retries_and_every_dag_tagged_and_documented(parsed):
 def test_daily_chain_order(parsed):
     tasks = set(parsed["dags"]["sunat_daily"]["tasks"])
     assert {"ingest_customs", "ingest_enforcement", "ingest_tax", "ingest_reference_prices",
-            "ingest_exchange_rates", "reconcile", "train_if_due", "score", "feedback", "kpi_report", "report"} == tasks
+            "ingest_exchange_rates", "ingest_permits",
+            "reconcile", "train_if_due", "score", "feedback", "kpi_report", "report"} == tasks
 
 
 def test_dag_files_keep_heavy_imports_inside_tasks():

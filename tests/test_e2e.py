@@ -35,6 +35,7 @@ def world(tmp_path_factory, monkeypatch_module):
     # Small capacity so selection is a real choice in a small world; set through the environment,
     # as an administration would, so the Airflow task processes see it too.
     monkeypatch_module.setenv("SUNAT_SELECTION__DEFAULT_CAPACITY", json.dumps({"red": RED, "yellow": YELLOW}))
+    monkeypatch_module.setenv("SUNAT_SELECTION__DEFAULT_CAPACITY_MODE", "fixed")  # the same capacity everywhere
     monkeypatch_module.setenv("SUNAT_LAKE_ROOT", str(tmp / "data"))
     monkeypatch_module.setenv("SUNAT_MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
     monkeypatch_module.setenv("AIRFLOW_HOME", str(tmp / "airflow"))

@@ -133,10 +133,10 @@ def test_docs_features_md_is_the_whole_catalog():
 def test_rules_and_reasons_name_catalogued_features():
     rules = yaml.safe_load((ROOT / "config" / "rules.yaml").read_text())["rules"]
     fields = {c["field"] for r in rules for c in r["when"]}
-    for name in ("log_ref_ratio", "has_permit", "importer_is_new", "origin_differs_supplier", "duty_rate",
-                 "importer_id_fraud_rate", "importer_id_n_insp"):
+    for name in ("log_ref_ratio", "has_permit", "permit_valid", "importer_is_new", "origin_differs_supplier",
+                 "duty_rate", "importer_id_fraud_rate", "importer_id_n_insp"):
         assert name in FEATURES
-    assert {f for f in fields if f in FEATURES} >= {"log_ref_ratio", "has_permit", "importer_is_new"}
+    assert {f for f in fields if f in FEATURES} >= {"log_ref_ratio", "permit_valid", "importer_is_new"}
 
 
 def test_cli_prints_the_page_and_the_csv():

@@ -134,6 +134,7 @@ def test_project_rules_on_typical_items():
         "origin_country": ["CN", "US", "BR", "CN", "CO"],
         "supplier_country": ["CN", "US", "BR", "CN", "CN"],
         "has_permit": [0.0, 1.0, 0.0, 1.0, 1.0],
+        "permit_valid": [np.nan, 1.0, np.nan, 0.0, 0.0],  # the waste permit is valid in the register
         "importer_is_new": [1.0, 0.0, 0.0, 0.0, 0.0],
         "log_ref_ratio": [0.0, 0.0, 0.0, -1.2, 0.0],
         "duty_rate": [0.0, 0.0, 0.0, 0.0, 0.0],

@@ -335,8 +335,9 @@ def test_every_selected_declaration_gets_a_selection_note():
     notes = _selection_notes(out, rules)
     sel = out[out.channel != "GREEN"]
     assert set(notes) == set(sel.declaration_id)
+    drg01 = next(r.name for r in rules.rules if r.id == "DRG-01")  # its name as config/rules.yaml has it
     for r in sel.itertuples():
         n = notes[r.declaration_id]
-        assert {"mandatory_rule": "mandatory rule DRG-01 (Controlled precursor without permit)",
+        assert {"mandatory_rule": f"mandatory rule DRG-01 ({drg01})",
                 "random": "random quality-control selection", "exploration": "exploration: model uncertain",
                 "exploitation": "model: "}[r.selection_reason] in n, n

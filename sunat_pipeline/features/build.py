@@ -7,8 +7,8 @@ A declaration lodged on day D may use only what was known at the start of D:
   always come back at least a day after the inspection, so an item's own outcome never reaches its own
   features), counted once per item with the latest result reported by D;
 * tax returns filed on or before D, exchange rates of months that ended before them;
-* reference data as passed (callers bound it by their date: ``train.load_inputs``; the latest
-  publication per HS10 and origin wins).
+* reference prices in force on D (the latest issue per HS10 and origin with ``effective_date <= D``);
+* the permit register as known before D (``permits``: registered, and status set, before D).
 
 Every join is an as-of join on those dates (vectorised: integer-coded keys, counting sorts and binary
 search; no per-row Python), so the same code builds features for training (many days at once) and for
@@ -30,6 +30,7 @@ from sunat_pipeline.features.arrays import to_days
 from sunat_pipeline.features.catalog import DEFAULT_SPEC, FeatureSpec, feature_names
 from sunat_pipeline.features.declared import base_features
 from sunat_pipeline.features.history import ProfileState, labelled_outcomes, profile_features, state_features
+from sunat_pipeline.features.permits import permit_valid
 from sunat_pipeline.features.tax import tax_features
 from sunat_pipeline.features.valuation import peer_deviations
 from sunat_pipeline.settings import TaxSettings
@@ -37,14 +38,15 @@ from sunat_pipeline.settings import TaxSettings
 
 def build_features(items: pd.DataFrame, *, customs_history: pd.DataFrame, outcomes: pd.DataFrame,
                    reference: pd.DataFrame, tax: pd.DataFrame, fx: pd.DataFrame,
-                   profile_state: ProfileState | None = None, taxes: TaxSettings | None = None,
-                   spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFrame:
+                   permits: pd.DataFrame | None = None, profile_state: ProfileState | None = None,
+                   taxes: TaxSettings | None = None, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFrame:
     """Feature matrix (columns ``feature_names(spec)``: FEATURES by default) aligned with ``items`` (reset index).
 
     ``customs_history`` and ``outcomes`` may hold data after the items' dates: the as-of joins keep
     only what each item's day could see, so features never depend on what came later.
     ``profile_state``: entity profiles as of the items' day (all items of that one day), e.g. from
     ``history.update_profiles``; by default they are rebuilt from ``outcomes``.
+    ``permits``: the permit register (silver ``permits``); None or empty: ``permit_valid`` is NaN.
     ``taxes``: the import tax rates (``settings.tax``; None: the settings' defaults).
     ``spec``: which configurable features to build (the daily pipeline's by default).
     """
@@ -67,7 +69,7 @@ def build_features(items: pd.DataFrame, *, customs_history: pd.DataFrame, outcom
             parts.append(profile_features(items, labelled, spec.profiles))
         if spec.peer_groups:
             parts.append(peer_deviations(items, customs_history, spec.peer_groups, h_day))
-        parts += [base, valuation.result()]
+        parts += [base, valuation.result(), pd.DataFrame({"permit_valid": permit_valid(items, permits)})]
     cols = {}
     for part in parts:
         cols.update({c: part[c].to_numpy(dtype="float64") for c in part.columns})

@@ -151,9 +151,9 @@ def _static(profiles: list[Feature]) -> list[Feature]:
                 C("net_weight_kg", "quantity")),
         # valuation
         Feature("log_ref_ratio", "unit value per kg against the published reference price for HS10 and origin",
-                "reference", "continuous", "log((fob_usd / net_weight_kg) / ref_unit_price_usd_kg); NaN without a "
-                "reference", "undervaluation",
-                ("reference_prices", *_UV)),
+                "reference", "continuous", "log((fob_usd / net_weight_kg) / ref_unit_price_usd_kg) with the price in "
+                "force on D (latest issue with effective_date <= D); NaN without one", "undervaluation",
+                ("reference_prices", *_UV, *C("declaration_date"))),
         Feature("unit_value_robust_z", "robust z-score of the unit value per kg against past declarations of the same "
                 "goods and origin", "customs (past)", "continuous",
                 f"(log_unit_value_kg - median) / max({MAD_SCALE} * MAD, {MAD_FLOOR}) over the {_WINDOW}; NaN if no "
@@ -179,6 +179,12 @@ def _static(profiles: list[Feature]) -> list[Feature]:
         Feature("has_permit", "a permit number is declared", "customs", "binary", "permit_no not empty",
                 "prohibited goods",
                 C("permit_no")),
+        Feature("permit_valid", "the declared permit is valid in the permit register as known before D",
+                "permits", "binary",
+                "1 if the quoted permit_no was registered before D, is the importer's, covers the HS10 code, "
+                "valid_from <= D <= valid_to and not REVOKED with status_date < D (its latest version set before "
+                "D); 0 if quoted but not; NaN if none is quoted or no register is loaded", "prohibited goods",
+                ("permits", *C("permit_no", "importer_id", "hs_code"))),
         Feature("origin_differs_supplier", "declared origin differs from the supplier's country", "customs", "binary",
                 "origin_country != supplier_country", "origin",
                 C("origin_country", "supplier_country")),
@@ -295,9 +301,9 @@ def catalog_markdown() -> str:
         "- **anomaly**: one Isolation Forest per calendar month, fit on the last "
         f"{ANOMALY_FIT_ROWS} items lodged before the month began (seed {ANOMALY_SEED}): no item's score depends "
         "on its own day or later.",
-        "- **reference**: the latest published reference price per HS10 and origin among those passed in; "
-        "scoring passes those published by D, a training set those published by its training date (applied "
-        "to its earlier days too: reference prices are not dated per declaration).",
+        "- **reference**: the price in force on D: per HS10 and origin, the latest issue whose date "
+        "(`effective_date`, the issue's `valid_from`) is on or before D; no issue in force yet gives NaN. "
+        "Training and scoring share this as-of join, so a later issue never changes an earlier day's features.",
         "",
         "Incremental profiles: the daily run keeps the entity profile counts as of each day in "
         "`gold/profiles/reported_date=D/` and extends the previous day's state by the outcomes reported since; "

@@ -6,9 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sunat_pipeline.features.arrays import encode, to_days
+from sunat_pipeline.features.arrays import DAY_BITS, encode, index_in, to_days
 from sunat_pipeline.settings import TaxSettings
 
+# The date a reference price issue is in force from: the silver partition of ``reference_prices`` (the issue's
+# file date, which is its valid_from).
+REF_DATE = "effective_date"
 VALUE_COLUMNS = ("fob_usd", "cif_usd", "net_weight_kg", "quantity", "freight_usd", "insurance_usd", "duty_rate")
 
 
@@ -61,23 +64,47 @@ def _num(s: pd.Series) -> np.ndarray:
     return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
+def reference_asof(items: pd.DataFrame, reference: pd.DataFrame) -> np.ndarray:
+    """Per item, the reference price (USD/kg) of its HS10 code and origin in force on its declaration day: from
+    the latest issue dated (``REF_DATE``) on or before that day; NaN when no issue is in force yet.
+
+    Vectorised as-of join: pairs coded on the items' uniques, keys ``(pair << DAY_BITS) | day``, one binary
+    search per item. Within one issue the last row of a pair wins; a row with an empty date is never in force.
+    A frame without a ``REF_DATE`` column is one undated issue, in force on every day (its caller bounds it).
+    """
+    r = np.full(len(items), np.nan)
+    if not len(reference) or not len(items):
+        return r
+    hs_c, hs_u = encode(items.hs_code)
+    or_c, or_u = encode(items.origin_country)
+    n_or = max(len(or_u), 1)
+    pair = np.where((hs_c >= 0) & (or_c >= 0), hs_c * n_or + or_c, -1)
+    rh, ro = index_in(reference.hs_code, hs_u), index_in(reference.origin_country, or_u)
+    ok = (rh >= 0) & (ro >= 0)
+    if REF_DATE in reference:
+        ok &= reference[REF_DATE].notna().to_numpy()
+        rday = to_days(reference[REF_DATE])
+    else:
+        rday = np.zeros(len(reference), dtype=np.int64)  # 1970-01-01: before every declaration
+    key = ((rh * n_or + ro)[ok] << DAY_BITS) | rday[ok]
+    order = np.argsort(key, kind="stable")  # equal keys keep frame order: side="right" finds the last
+    ks, price = key[order], column(reference, "ref_unit_price_usd_kg")[ok][order]
+    if not len(ks):
+        return r
+    day = to_days(items.declaration_date)
+    valid = (pair >= 0) & items.declaration_date.notna().to_numpy()
+    pos = np.searchsorted(ks, (pair << DAY_BITS) | np.where(valid, day, 0), side="right") - 1
+    hit = valid & (pos >= 0)
+    pos = pos.clip(0)
+    hit &= (ks[pos] >> DAY_BITS) == pair
+    return np.where(hit, price[pos], np.nan)
+
+
 def base_features(items: pd.DataFrame, reference: pd.DataFrame, taxes: TaxSettings) -> pd.DataFrame:
     """Features from the item itself, its declaration and reference prices (no history)."""
     v = values(numeric(items), taxes)
     f = pd.DataFrame({k: a for k, a in v.items() if not k.startswith("_")})
-    hs_c, hs_u = encode(items.hs_code)
-    or_c, or_u = encode(items.origin_country)
-    r = np.full(len(items), np.nan)
-    if len(reference) and len(items):
-        ref = reference.drop_duplicates(["hs_code", "origin_country"], keep="last").set_index(
-            ["hs_code", "origin_country"]).ref_unit_price_usd_kg
-        pair = np.where((hs_c >= 0) & (or_c >= 0), hs_c * max(len(or_u), 1) + or_c, -1)
-        up, inv = np.unique(pair, return_inverse=True)
-        ok = up >= 0
-        mi = pd.MultiIndex.from_arrays([hs_u[up[ok] // len(or_u)], or_u[up[ok] % len(or_u)]])
-        ru = np.full(len(up), np.nan)
-        ru[ok] = ref.reindex(mi).to_numpy(dtype=float)
-        r = ru[inv.ravel()]
+    r = reference_asof(items, reference)
     with np.errstate(divide="ignore", invalid="ignore"):
         f["log_ref_ratio"] = np.log(v["_uv"] / r)
     f["has_permit"] = (items.permit_no.fillna("") != "").to_numpy(dtype=float)

@@ -241,7 +241,8 @@ def _new_records(settings: Settings, day: date, folded: pd.DataFrame, version: s
     if len(todo):
         rules = load_rules(settings.rules_path)
         inp = {k: ingest.silver(settings, s, upto=day) for k, s in
-               [("reference", "reference_prices"), ("tax", "tax"), ("fx", "exchange_rates")]}
+               [("reference", "reference_prices"), ("tax", "tax"), ("fx", "exchange_rates"),
+                ("permits", "permits")]}
         X = build_features(todo, customs_history=customs, outcomes=enf_all, **inp, taxes=settings.tax)
         h = evaluate(rules, item_frame(todo, X)).to_numpy()
         ids = np.array(rules.ids)

@@ -78,6 +78,21 @@ SOURCES: dict[str, SourceSpec] = {
         ("hs_code", "origin_country"),
         "effective_date",
     ),
+    # The permit register: each extract holds the permits registered or changed since the last one, in their
+    # state as of the file's date. A later file's version supersedes (a revocation) but lands in its own
+    # partition (the file's date), so silver keeps both: features take the latest version set before the day.
+    "permits": SourceSpec(
+        "permits",
+        {
+            "permit_no": TEXT, "issuer": TEXT, "importer_id": TEXT, "hs_code": TEXT, "valid_from": DATE,
+            "valid_to": DATE, "status": TEXT, "registered_date": DATE, "status_date": DATE,
+        },
+        ("permit_no",),
+        "effective_date",
+        date_columns=("registered_date", "status_date"),
+        window_days=400,
+        freshness_days=62,
+    ),
     "exchange_rates": SourceSpec(
         "exchange_rates",
         {"rate_date": DATE, "currency": TEXT, "pen_per_unit": NUMERIC},

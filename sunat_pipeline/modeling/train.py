@@ -47,6 +47,7 @@ def load_inputs(settings: Settings, asof: date) -> dict[str, pd.DataFrame]:
         "reference": ingest.silver(settings, "reference_prices", upto=asof),
         "tax": ingest.silver(settings, "tax", upto=asof),
         "fx": ingest.silver(settings, "exchange_rates", upto=asof),
+        "permits": ingest.silver(settings, "permits", upto=asof),
     }
 
 

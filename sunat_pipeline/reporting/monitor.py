@@ -153,7 +153,8 @@ def _features_of(settings: Settings, items: pd.DataFrame, asof: date) -> pd.Data
     inp = {"customs_history": ingest.silver(settings, "customs", upto=asof),
            "outcomes": ingest.silver(settings, "enforcement", upto=asof),
            "reference": ingest.silver(settings, "reference_prices", upto=asof),
-           "tax": ingest.silver(settings, "tax", upto=asof), "fx": ingest.silver(settings, "exchange_rates", upto=asof)}
+           "tax": ingest.silver(settings, "tax", upto=asof), "fx": ingest.silver(settings, "exchange_rates", upto=asof),
+           "permits": ingest.silver(settings, "permits", upto=asof)}
     return _with_categories(items, build_features(items, **inp, taxes=settings.tax))
 
 

@@ -140,6 +140,9 @@ def explain(feature: str, value: float, item: dict) -> str:
         return f"declared net weight of {v:.3g} kg per unit for HS {hs}"
     if feature == "has_permit":
         return "no permit declared" if v < 1 else "a permit number is declared"
+    if feature == "permit_valid":
+        return "the declared permit is valid in the register" if v >= 1 else \
+            "the declared permit is not valid in the permit register"
     if feature == "origin_differs_supplier":
         sup = item.get("supplier_country", "?")
         return f"origin {origin} differs from the supplier's country {sup}" if v >= 1 else \

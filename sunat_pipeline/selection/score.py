@@ -25,6 +25,7 @@ from sunat_pipeline.feedback import weights as rule_weights
 from sunat_pipeline.lake.store import atomic_write_bytes
 from sunat_pipeline.modeling import registry, train
 from sunat_pipeline.selection.audit import audit_frame, write_audit
+from sunat_pipeline.selection.capacity import capacity_record, office_capacities, office_volumes
 from sunat_pipeline.selection.output import COLUMNS, SCHEMA_VERSION, manifest_path, write_scored
 from sunat_pipeline.selection.reasons import item_reasons
 from sunat_pipeline.selection.rules import evaluate, load_rules, summarise
@@ -77,9 +78,13 @@ def score_day(settings: Settings, day: date) -> dict:
     rs = summarise(rules, evaluate(rules, frame), weights, frame)
     scored = pd.concat([items, pred, rs], axis=1)
 
-    # Channels per declaration (docs/selection.md), then back on every item.
-    decl = select_channels(rollup(scored, embedding=item_embedding(X, items)), settings.selection, day,
-                           settings.seed)
+    # Each office's capacity (explicit, else from its volume before the day), then channels per declaration
+    # (docs/selection.md), then back on every item.
+    sel = settings.selection
+    volumes = office_volumes(inp["customs_history"], day, sel.capacity_window_days)
+    capacities = office_capacities(sel, items.customs_office, volumes)
+    decl = select_channels(rollup(scored, embedding=item_embedding(X, items)), sel, day, settings.seed,
+                           capacity=capacities)
     mand_ids = {r.id for r in rules.rules if r.mandatory}
     mand_hits = scored.groupby("declaration_id", sort=True).rule_hits.agg(
         lambda s: sorted({h for hl in s for h in hl if h in mand_ids}))
@@ -113,6 +118,7 @@ def score_day(settings: Settings, day: date) -> dict:
            "input_batches": batches, "inputs_sha256": inputs_sha,
            "schema_version": SCHEMA_VERSION, "items": len(out), "declarations": len(decl),
            "channels": {k: int(v) for k, v in counts.items()},
+           "capacity": capacity_record(sel, capacities, volumes),
            "selection_reasons": {k: int(v) for k, v in decl.selection_reason.value_counts().sort_index().items()}}
     audit_path, _ = write_audit(settings, day, audit_frame(out, decl, run, inputs_sha))
     run["audit_path"] = str(audit_path.relative_to(settings.lake))

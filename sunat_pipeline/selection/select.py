@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import date
 
 import numpy as np
@@ -309,9 +309,12 @@ def _office_key(office) -> int:
     return int(s) if s.isdigit() else zlib.crc32(s.encode())
 
 
-def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed: int) -> pd.DataFrame:
+def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed: int,
+                    capacity: Mapping[str, OfficeCapacity] | None = None) -> pd.DataFrame:
     """Returns ``decl`` with ``channel``, ``selection_reason`` (mandatory_rule/random/exploitation/exploration/
-    none), ``selection_basis`` (the reason, with the exploitation ranking) and ``workload_units``."""
+    none), ``selection_basis`` (the reason, with the exploitation ranking) and ``workload_units``.
+    ``capacity``: each office's capacity for the day (``capacity.office_capacities``); an office missing from
+    it gets ``cfg.capacity_for`` without volume (explicit, else the default)."""
     n = len(decl)
     channel = np.full(n, "GREEN", dtype=object)
     reason = np.full(n, "none", dtype=object)
@@ -324,7 +327,7 @@ def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed:
     for office, idx in sorted(decl.groupby("customs_office", sort=True).indices.items()):
         idx = idx[np.argsort(ids[idx], kind="stable")]  # row order never matters
         g = decl.iloc[idx]
-        cap = cfg.capacity_for(office)
+        cap = (capacity or {}).get(str(office)) or cfg.capacity_for(office)
         in_decl = cap.unit == "declarations"
         wl = workload(n_items[idx], cfg, cap)
         cost = np.ones(len(idx)) if in_decl else wl
