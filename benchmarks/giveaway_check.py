@@ -81,7 +81,7 @@ def check(lake: Path) -> dict:
             if ok.sum() < 100 or v[ok].nunique() < 2:
                 continue
             a = roc_auc_score(y_decl[ok], v[ok])
-            aucs[f"{c} ({agg} over items)"] = round(max(a, 1 - a), 4)
+            aucs[f"{c} ({agg} over items)"] = round(float(max(a, 1 - a)), 4)
             # One-sided thresholds at every 0.5% quantile: the best precision covering >= 2% of frauds.
             for q in np.linspace(0.005, 0.995, 199):
                 t = v[ok].quantile(q)
@@ -102,9 +102,10 @@ def check(lake: Path) -> dict:
     return {"declarations": int(len(y_decl)), "fraud_rate_declarations": round(float(y_decl.mean()), 4),
             "best_single_feature_auc": {"feature": best[0], "roc_auc": best[1]},
             "top_auc": dict(sorted(aucs.items(), key=lambda kv: -kv[1])[:8]),
-            "best_flags": [{"flag": f, "precision": round(p, 3), "coverage": round(cv, 3)} for p, f, cv in flags[:8]],
-            "bars": {"best_auc_at_most_0.75": best[1] <= 0.75,
-                     "no_flag_precision_0.8_at_2pct": not flags or flags[0][0] < 0.8}}
+            "best_flags": [{"flag": f, "precision": round(float(p), 3), "coverage": round(float(cv), 3)}
+                           for p, f, cv in flags[:8]],
+            "bars": {"best_auc_at_most_0.75": bool(best[1] <= 0.75),
+                     "no_flag_precision_0.8_at_2pct": bool(not flags or flags[0][0] < 0.8)}}
 
 
 def main(argv: list[str] | None = None) -> int:
