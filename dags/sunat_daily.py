@@ -30,6 +30,7 @@ from airflow.sdk import Param, dag, task
 
 from sunat_pipeline.orchestration.assets import MODEL, OFFENCES, RULE_WEIGHTS, SCORED, SILVER
 
+# The landing contract's sources (sunat_pipeline/ingest/sources.py; tests/test_dags.py keeps them equal).
 SOURCES = ("customs", "tax", "enforcement", "reference_prices", "exchange_rates", "permits")
 DEFAULT_ARGS = {"owner": "risk-targeting", "retries": 2, "retry_delay": timedelta(seconds=30)}
 
