@@ -128,4 +128,4 @@ def test_every_knob_is_documented_and_presets_only_override_knobs():
     with pytest.raises(KeyError):
         from sunat_sim.config import _merge
         _merge(knobs, {"prices": {"no_such_knob": 1}})
-    assert re.search(r"## What the product must add", doc)
+    assert re.search(r"## What the product reads of it", doc)  # the contract between world and product
