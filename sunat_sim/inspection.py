@@ -15,11 +15,11 @@ from datetime import date
 
 import pandas as pd
 
+from sunat_pipeline.lake.store import atomic_write_bytes
 from sunat_pipeline.selection import overrides
 from sunat_pipeline.settings import Settings
 from sunat_sim.administration import inspect
 from sunat_sim.config import S_PIPELINE_INSPECT, rng
-from sunat_sim.io import atomic_write_bytes
 from sunat_sim.world import landing_name, load_world_config, truth_dir
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sunat_pipeline.lake.store import atomic_write_bytes, write_parquet_atomic
 from sunat_pipeline.settings import TaxSettings
 from sunat_sim import administration
 from sunat_sim.adaptation import react
@@ -39,7 +40,6 @@ from sunat_sim.config import (
     rng,
 )
 from sunat_sim.entities import Entities, make_entities
-from sunat_sim.io import atomic_write_bytes, write_parquet_atomic
 from sunat_sim.permits import PermitBook, extract_dates, register_extract
 from sunat_sim.prices import PriceModel, in_force
 from sunat_sim.trade import Ctx, generate_day, volume_factors

@@ -112,8 +112,6 @@ def silver(settings: Settings, source: str, upto: date | None = None, since: dat
 def history(settings: Settings, source: str) -> pd.DataFrame:
     """Superseded versions of silver rows: each with the batch that supplied it (``_batch_sha256``,
     ``_batch_file``) and the batch that replaced it (``_superseded_by``, ``_superseded_by_file``)."""
-    base = settings.silver / HISTORY_DIR / source
-    files = sorted(base.glob("*/*.parquet")) if base.exists() else []
-    if not files:
-        return pd.DataFrame(columns=[*SOURCES[source].columns, "_batch_sha256", "_superseded_by"])
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    spec = SOURCES[source]
+    return read_partitioned(settings.silver / HISTORY_DIR / source, spec.partition_by,
+                            empty=[*spec.columns, "_batch_sha256", "_superseded_by"])
