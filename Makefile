@@ -32,7 +32,7 @@ demo: $(STAMP)
 ui: $(STAMP)
 	@mkdir -p .local/airflow .local/mlflow
 	@echo "Airflow: http://localhost:8080  (user admin; password in .local/airflow/simple_auth_manager_passwords.json.generated)"
-	@echo "MLflow:  http://localhost:5000"
+	@echo "MLflow:  http://localhost:5000  (the demo summary, sunat-sim summary, prints the training runs link in the model-training view)"
 	@trap 'kill 0' INT TERM EXIT; \
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_DB) --host 0.0.0.0 --port 5000 & \
 	$(UI_ENV) $(BIN)/airflow standalone & \

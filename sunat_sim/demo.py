@@ -112,6 +112,7 @@ def truth_table(settings: Settings) -> pd.DataFrame:
 
 def print_summary(settings: Settings) -> None:
     from sunat_pipeline.feedback import weights
+    from sunat_pipeline.modeling import registry
     from sunat_pipeline.reporting.kpi import latest_summary
     from sunat_pipeline.reporting.report import day_table, last_report, registry_summary
 
@@ -149,5 +150,8 @@ def print_summary(settings: Settings) -> None:
     print(f"MLflow:           {settings.tracking_uri}  experiment '{settings.mlflow_experiment}', registered "
           f"model '{settings.registered_model}' versions {reg['versions']}, champion v{reg['champion']}")
     print("UIs:              make ui  -> Airflow http://localhost:8080 (login printed), MLflow http://localhost:5000")
+    exp = registry.client(settings).get_experiment_by_name(settings.mlflow_experiment)
+    if exp is not None:
+        print(f"Training runs:    {registry.experiment_url(exp.experiment_id)}  (MLflow's model-training view)")
     print("Query:            duckdb -c \"select channel, count(*) from "
           f"'{settings.scored_dir}/*/*.parquet' group by 1\"")

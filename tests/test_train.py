@@ -124,6 +124,9 @@ def test_experiment_opens_in_the_model_training_view(trained):
     exp = registry.client(s).get_experiment_by_name(s.mlflow_experiment)
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
     assert _run(s, first["run_id"]).info.experiment_id == exp.experiment_id
+    # The UI picks its view from the link (the tag alone does not switch MLflow 3.17.2's UI).
+    assert registry.experiment_url(exp.experiment_id, "http://h:5000/") == (
+        f"http://h:5000/#/experiments/{exp.experiment_id}?workflowType=machine_learning")
 
 
 def test_registered_model_and_versions_are_described(trained):

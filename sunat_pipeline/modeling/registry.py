@@ -3,7 +3,9 @@
 Every MLflow client of the product comes from :func:`client`, which creates the local store's folder when
 the tracking URI is a SQLite file (settings only compute the URI). The experiment is created with its
 artifact location beside that store and tagged as a model-training experiment (``mlflow.experimentKind =
-custom_model_development``), so the MLflow UI opens it in the model-training view rather than the GenAI one.
+custom_model_development``). MLflow 3.17.2's UI ignores that tag when it picks a view: its GenAI / Model
+training switch (a per-browser preference, GenAI by default) decides, unless the link carries
+``?workflowType=machine_learning``; :func:`experiment_url` gives that link, and the demo prints it.
 The registered model and each version carry a description: what the model predicts, on what data, and why
 a version was or was not promoted.
 """
@@ -40,6 +42,11 @@ def client(settings: Settings):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     return MlflowClient(uri)
+
+
+def experiment_url(experiment_id: str, ui: str = "http://localhost:5000") -> str:
+    """The experiment's page in the MLflow UI, in the model-training view (see the module docstring)."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def experiment(settings: Settings) -> str:
