@@ -39,6 +39,12 @@ def _day(context) -> str:
     return context["params"].get("date") or context["ds"]
 
 
+def _date(context):
+    from datetime import date
+
+    return date.fromisoformat(_day(context))
+
+
 @dag(
     dag_id="sunat_daily",
     schedule="@daily",
@@ -52,82 +58,69 @@ def _day(context) -> str:
     doc_md=__doc__,
 )
 def sunat_daily():
+    # Each task runs one step of the daily pipeline defined once in sunat_pipeline/daily.py (the backtest and
+    # the tests run the same steps in one process with daily.run_day).
     @task(outlets=[SILVER])
     def ingest(source: str, **context) -> dict:
         import logging
-        from datetime import date
 
-        from sunat_pipeline import ingest as ing
+        from sunat_pipeline import daily
+        from sunat_pipeline.ingest import data_docs_index
         from sunat_pipeline.logs import setup
         from sunat_pipeline.settings import get_settings
 
         setup()
         settings = get_settings()
-        out = ing.ingest_source(settings, source, date.fromisoformat(_day(context)))
-        new = [o for o in out if o.status not in ("duplicate", "pending")]
-        # Each rejection is also logged as a WARNING with its report by ingest_source.
-        rejected = [f"{source}/{o.name} (report: {o.report})" for o in new if o.status == "rejected"]
+        out = daily.ingest(settings, source, _date(context))
         logging.getLogger("sunat.ingest").info("validation reports (static GX Data Docs): %s",
-                                               ing.data_docs_index(settings))
-        return {"source": source, "files_new": len(new), "rows": sum(o.rows for o in new if o.status != "rejected"),
-                "rejected": rejected, "pending": [o.name for o in out if o.status == "pending"]}
+                                               data_docs_index(settings))
+        return out
 
     @task
     def reconcile(ingested: list[dict], **context) -> dict:
-        from datetime import date
-
-        from sunat_pipeline import ingest as ing
+        from sunat_pipeline import daily
         from sunat_pipeline.logs import setup
         from sunat_pipeline.settings import get_settings
 
         setup()
-        return {**ing.reconcile(get_settings(), date.fromisoformat(_day(context))),
-                "rejected": [f for i in ingested for f in i["rejected"]]}
+        return daily.reconcile(get_settings(), _date(context), ingested)
 
     @task(outlets=[MODEL], retries=1)
     def train_if_due(recon: dict, **context) -> dict:
-        from datetime import date
-
+        from sunat_pipeline import daily
         from sunat_pipeline.logs import setup
-        from sunat_pipeline.modeling import train
         from sunat_pipeline.settings import get_settings
 
         setup()
-        r = train.train_if_due(get_settings(), date.fromisoformat(_day(context)))
+        r = daily.train_if_due(get_settings(), _date(context))
         return {k: v for k, v in r.items() if k in ("trained", "version", "promoted", "reason", "run_id")}
 
     @task(outlets=[SCORED], inlets=[MODEL, RULE_WEIGHTS])
     def score(trained: dict, **context) -> dict:
-        from datetime import date
-
+        from sunat_pipeline import daily
         from sunat_pipeline.logs import setup
-        from sunat_pipeline.selection import score as sc
         from sunat_pipeline.settings import get_settings
 
         setup()
-        return sc.score_day(get_settings(), date.fromisoformat(_day(context)))
+        return daily.score(get_settings(), _date(context))
 
     @task(outlets=[OFFENCES, RULE_WEIGHTS])
     def feedback(scored: dict, **context) -> dict:
-        from datetime import date
-
-        from sunat_pipeline.feedback import offences as fb
+        from sunat_pipeline import daily
         from sunat_pipeline.logs import setup
         from sunat_pipeline.settings import get_settings
 
         setup()
-        return fb.update(get_settings(), date.fromisoformat(_day(context)))
+        return daily.feedback(get_settings(), _date(context))
 
     @task(inlets=[SCORED, OFFENCES, RULE_WEIGHTS])
     def kpi_report(fed: dict, **context) -> dict:
-        from datetime import date
-
+        from sunat_pipeline import daily
         from sunat_pipeline.logs import setup
-        from sunat_pipeline.reporting import report as rp
         from sunat_pipeline.settings import get_settings
 
         setup()
-        return rp.publish(get_settings(), date.fromisoformat(_day(context)))
+        return daily.kpi_report(get_settings(), _date(context))
 
     @task
     def report(recon: dict, trained: dict, scored: dict, fed: dict, kpis: dict, **context) -> None:

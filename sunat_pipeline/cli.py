@@ -86,6 +86,25 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_backtest(a) -> int:
+    from pathlib import Path
+
+    from sunat_pipeline.backtest.external import DEFAULT_POLICIES, run_backtest, summary_lines
+
+    # One line a week per policy is the progress; the per-call lines of selection and features would bury it.
+    for noisy in ("sunat_pipeline.selection", "sunat_pipeline.features"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    res = run_backtest(a.mapping, a.data, a.policy or DEFAULT_POLICIES, labelled_weeks=a.labelled_weeks,
+                       capacity=a.capacity, seed=a.seed, settings=get_settings(), bag_size=a.bag_size,
+                       n_jobs=a.n_jobs, max_weeks=a.max_weeks, reveal_all=a.reveal_all,
+                       progress=lambda m: print(m, file=sys.stderr, flush=True))
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(res, indent=2, default=str))
+    print("\n".join(summary_lines(res)))
+    print(f"{a.json}: {len(res['policies'])} policies in {res['seconds']:.0f} s")
+    return 0
+
+
 def cmd_override(a) -> int:
     from sunat_pipeline.selection.overrides import record
 
@@ -134,6 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--n-jobs", type=int, default=2)
     ev.add_argument("--seed", type=int, default=None, help="default: settings.seed")
     ev.set_defaults(fn=cmd_evaluate)
+    bt = sub.add_parser("backtest", help="offline: selection policies replayed week by week on an external labelled, "
+                        "timestamped extract (labels revealed only for what each policy selects)")
+    bt.add_argument("--mapping", required=True, help="column mapping to the canonical schema (mappings/*.yaml)")
+    bt.add_argument("--data", required=True, action="append", help="labelled CSV (repeat; rows are put in time order)")
+    bt.add_argument("--labelled-weeks", type=int, default=4, help="first weeks fully labelled (default 4)")
+    bt.add_argument("--capacity", type=float, default=0.10, help="share of each week's declarations inspected")
+    bt.add_argument("--policy", action="append", help="policy name (config/policies/) or YAML path; repeat "
+                    "(default: random, exploit, hybrid)")
+    bt.add_argument("--json", required=True, help="where to write the results")
+    bt.add_argument("--seed", type=int, default=None, help="default: settings.seed")
+    bt.add_argument("--max-weeks", type=int, default=None, help="stop after this many weeks (a quick look)")
+    bt.add_argument("--bag-size", type=int, default=None, help="default: settings.training.bag_size")
+    bt.add_argument("--n-jobs", type=int, default=2)
+    bt.add_argument("--reveal-all", action="store_true", help="diagnostic: reveal every label of each week, not only "
+                    "the selected (what the model could reach with full information)")
+    bt.set_defaults(fn=cmd_backtest)
     ov = sub.add_parser("override", help="record an officer's override of a declaration's channel (who and why)")
     ov.add_argument("--declaration", required=True, help="declaration id (DAM)")
     ov.add_argument("--channel", required=True, type=str.upper, choices=["RED", "YELLOW", "GREEN"])

@@ -73,6 +73,14 @@ class SelectionSettings(BaseModel):
         "fraud probability")
     exploration_pool: int = Field(20, ge=1, description="exploration candidates per exploration slot (the best by "
                                   "uncertainty x revenue), among which k-means++ seeding picks diverse ones")
+    scorer: Literal["model", "rules"] = Field(
+        "model", description="what scores items: the registered champion model, or the rules alone (each item's "
+        "fraud probability is the noisy-OR of the weights of the rules it hits: a rules-only administration)")
+    rule_weights: Literal["learned", "file"] = Field(
+        "learned", description="rule weights: the latest version learned from the outcomes before the day, or the "
+        "rules file's own weights")
+    mandatory_rules: bool = Field(True, description="mandatory rules select first (the law); off only for a pure "
+                                  "random baseline")
 
     def capacity_for(self, office: str, daily_volume: float | None = None) -> OfficeCapacity:
         """The office's capacity: its explicit one; else, in volume mode with a known average daily volume
@@ -92,6 +100,10 @@ MODEL_PARAMS = ("n_estimators", "max_depth", "learning_rate", "subsample", "min_
 
 
 class TrainingSettings(BaseModel):
+    enabled: bool = Field(True, description="train and register models; off for a policy that scores with the "
+                          "rules alone (selection.scorer: rules)")
+    log_plots: bool = Field(True, description="log the training plots and SHAP summary to MLflow (off in "
+                            "backtests, where nobody looks at them)")
     retrain_every_days: int = 7
     min_new_labels: int = 2000
     holdout_days: int = 21

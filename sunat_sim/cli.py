@@ -86,6 +86,37 @@ def cmd_demo(a) -> int:
                     seed=a.seed, difficulty=a.difficulty)
 
 
+def cmd_backtest(a) -> int:
+    import time
+
+    from sunat_pipeline.backtest.policies import SHIPPED, load_policy
+    from sunat_sim import backtest, backtest_report
+
+    s = get_settings()
+    policies = a.policy or list(SHIPPED)
+    for p in policies:
+        load_policy(s, p)  # an unknown or invalid policy fails before any world is generated
+    cfg = backtest.BacktestConfig(policies=policies, seeds=a.seed or [1, 2, 3], live_days=a.days,
+                                  history_days=a.history_days, per_day=a.per_day, capacity=a.capacity,
+                                  difficulty=a.difficulty, workers=a.workers, kpi_daily=a.kpi_daily)
+    out = Path(a.out or s.lake / "backtests" / "latest").resolve()
+    t0 = time.time()
+    results = backtest.run(cfg, out / "work")
+    summary = backtest_report.summarise(cfg, results, time.time() - t0)
+    json_path = Path(a.json).resolve() if a.json else out / "backtest.json"
+    html_path = Path(a.html).resolve() if a.html else out / "backtest.html"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_bytes(backtest_report.render_html(summary))
+    run_id = None if a.no_mlflow else backtest_report.log_mlflow(s, summary, json_path, html_path)
+    print(backtest_report.format_table(summary))
+    print(f"JSON: {json_path}\nHTML: {html_path.as_uri()}")
+    if run_id:
+        print(f"MLflow: experiment '{backtest_report.EXPERIMENT}' run {run_id} at {s.tracking_uri}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     setup()
     p = argparse.ArgumentParser(prog="sunat-sim", description=__doc__)
@@ -110,6 +141,26 @@ def main(argv: list[str] | None = None) -> int:
     _world_options(d, 42)
     d.set_defaults(fn=cmd_demo)
     sub.add_parser("summary", help="print the per-day summary").set_defaults(fn=cmd_summary)
+    b = sub.add_parser("backtest", help="replay the live period once per selection policy (closed loop, equal "
+                       "capacity) and compare the policies on the ground truth (docs/backtest.md)")
+    b.add_argument("--policy", action="append", help="policy name (config/policies/NAME.yaml) or YAML path; "
+                   "repeat; default: every shipped policy")
+    b.add_argument("--seed", type=int, action="append", help="world and policy seed; repeat (default 1 2 3)")
+    b.add_argument("--days", type=int, default=60, help="live days replayed (default %(default)s)")
+    b.add_argument("--history-days", type=int, default=180)
+    b.add_argument("--per-day", type=int, default=300, help="declarations per day (average)")
+    b.add_argument("--difficulty", choices=DIFFICULTIES, default=DEFAULT_DIFFICULTY)
+    b.add_argument("--capacity", type=float, default=0.10, help="share of each office's declarations inspected "
+                   "(default %(default)s), 40%% RED and 60%% YELLOW")
+    b.add_argument("--workers", type=int, default=2, help="runs in parallel (default %(default)s)")
+    b.add_argument("--kpi-daily", action="store_true", help="run the KPI report every day, as the DAG does (drift "
+                   "can then request retrainings; slower); default: once after the last day")
+    b.add_argument("--out", help="working folder (worlds, runs; finished runs are reused); default "
+                   "<lake>/backtests/latest")
+    b.add_argument("--json", help="where to write the figures (default OUT/backtest.json)")
+    b.add_argument("--html", help="where to write the HTML summary (default OUT/backtest.html)")
+    b.add_argument("--no-mlflow", action="store_true", help="do not log the backtest to MLflow")
+    b.set_defaults(fn=cmd_backtest)
     a = p.parse_args(argv)
     return a.fn(a)
 

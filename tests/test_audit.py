@@ -62,7 +62,7 @@ def test_one_audit_record_per_decision_with_its_provenance(world):
     assert set(a.model_version) == {"1"} and set(a.rule_weights_version) == {"rw-initial"}
     assert set(a.config_sha256) == {w.run["config_sha256"]} and set(a.rules_sha256) == {w.run["rules_sha256"]}
     assert all(list(b) == w.run["input_batches"] and len(b) for b in a.input_batches)
-    assert set(a.schema_version) == {output.SCHEMA_VERSION} == {"3"}
+    assert set(a.schema_version) == {output.SCHEMA_VERSION} == {"4"}
     # The audit agrees with the scored output, declaration by declaration.
     first = scored.drop_duplicates("declaration_id").set_index("declaration_id")
     aa = a.set_index("declaration_id")

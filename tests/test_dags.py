@@ -36,6 +36,7 @@ for dag_id, dag in bag.dags.items():
         "tasks": {t.task_id: {"retries": t.retries} for t in dag.tasks},
         "schedule": str(dag.timetable),
         "doc": bool(dag.doc_md),
+        "params": {k: dag.params.get_param(k).value for k in dag.params.keys()},
     }
 print("RESULT" + json.dumps(out))
 """
@@ -59,7 +60,7 @@ def test_no_import_errors(parsed):
 
 
 def test_expected_dags_present(parsed):
-    assert {"sunat_daily", "sunat_retrain"} <= set(parsed["dags"])
+    assert {"sunat_daily", "sunat_retrain", "sunat_backtest"} <= set(parsed["dags"])
 
 
 def test_every_task_retries_and_every_dag_tagged_and_documented(parsed):
@@ -95,3 +96,10 @@ def test_dag_files_keep_heavy_imports_inside_tasks():
         project = [ln for ln in top
                    if "sunat_pipeline" in ln and not ln.startswith("from sunat_pipeline.orchestration.assets ")]
         assert not heavy and not project, f
+
+
+def test_backtest_dag_is_manual_with_the_backtest_params(parsed):
+    d = parsed["dags"]["sunat_backtest"]
+    assert d["schedule"].endswith("NullTimetable") or "Null" in d["schedule"] or d["schedule"] == "None"
+    assert {"policies", "seeds", "days", "capacity"} <= set(d["params"])
+    assert d["params"]["days"] == 60 and d["params"]["capacity"] == 0.10 and d["params"]["seeds"] == [1, 2, 3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date, datetime
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from sunat_pipeline.lake import store
 from sunat_pipeline.lake.store import read_partitioned, replace_partition, write_partition
 
 D1, D2, D3 = date(2026, 7, 1), date(2026, 7, 2), date(2026, 7, 3)
@@ -99,3 +101,48 @@ def test_replacing_a_partition_leaves_one_file(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["part-0.parquet"]
     assert read_partitioned(base, "day").id.tolist() == ["c"]
     assert sorted(p.name for p in base.iterdir()) == ["day=2026-07-01"]  # no staging folder left
+
+
+def _files(base, key: str) -> list[tuple[str, str]]:
+    return [(str(f), f.parent.name.split("=", 1)[1]) for f in sorted(base.glob(f"{key}=*/*.parquet"))]
+
+
+@pytest.mark.parametrize("columns", [None, ["day", "id"], ["extra", "n"]])
+def test_a_cached_read_is_the_scan_chunk_for_chunk(table, columns):
+    """Files decoded once and kept (``_FileCache``) give the one-scan table exactly: schema and its metadata,
+    values, and the chunks (an empty file's empty chunk too: chunks reach pandas' Arrow-backed columns and the
+    bytes of Parquet written from them)."""
+    write_partition(pd.DataFrame({"id": pd.Series([], dtype="str"), "n": pd.array([], "Int64"), "x": [],
+                                  "note": pd.Series([], dtype="str")}), table, "day", date(2026, 7, 4))
+    files = _files(table, "day")
+    scan = store._scan([f for f, _ in files], table, "day", columns, None)
+    for _ in range(2):  # decoded, then from memory
+        cached = store._CACHE.table(files, "day", columns)
+        assert cached.equals(scan, check_metadata=True)
+        assert [[len(c) for c in col.chunks] for col in cached.columns] == \
+               [[len(c) for c in col.chunks] for col in scan.columns]
+    pd.testing.assert_frame_equal(read_partitioned(table, "day", columns=columns), scan.to_pandas())
+
+
+def test_a_rewritten_file_is_read_again_even_with_the_same_size_and_time(tmp_path):
+    base = tmp_path / "t"
+    path = write_partition(pd.DataFrame({"id": ["a"]}), base, "day", D1)
+    assert read_partitioned(base, "day").id.tolist() == ["a"]
+    st = path.stat()
+    write_partition(pd.DataFrame({"id": ["b"]}), base, "day", D1)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    assert read_partitioned(base, "day").id.tolist() == ["b"]
+
+
+def test_the_cache_keeps_within_its_limit(tmp_path):
+    base = tmp_path / "t"
+    for i, d in enumerate((D1, D2, D3)):
+        write_partition(pd.DataFrame({"id": [f"row{i}"] * 50, "x": range(50)}), base, "day", d)
+    files = _files(base, "day")
+    roomy = store._FileCache(limit=1 << 30)
+    roomy.table(files, "day", None)
+    one = max(cost for _, _, cost in roomy._files.values())
+    cache = store._FileCache(limit=int(2.5 * one))
+    assert cache.table(files, "day", None).equals(roomy.table(files, "day", None))
+    assert list(cache._files) == [f for f, _ in files[1:]] and cache.size <= cache.limit  # the oldest dropped

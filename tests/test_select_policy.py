@@ -341,3 +341,24 @@ def test_every_selected_declaration_gets_a_selection_note():
         assert {"mandatory_rule": f"mandatory rule DRG-01 ({drg01})",
                 "random": "random quality-control selection", "exploration": "exploration: model uncertain",
                 "exploitation": "model: "}[r.selection_reason] in n, n
+
+
+def test_selection_probability_is_recorded_and_matches_the_random_draw():
+    cfg = SelectionSettings(capacity={"118": OfficeCapacity(red=10, yellow=10)}, random_share=0.5,
+                            exploration_share=0.1)
+    d = decls(n=200, offices=("118",), mandatory=5)
+    runs = [select_channels(d, cfg, DAY, seed) for seed in range(300)]
+    first = runs[0].set_index("declaration_id")
+    assert first.selection_probability.between(0, 1).all()
+    assert (first.selection_probability[first.selection_reason.isin(["mandatory_rule", "exploitation"])] == 1).all()
+    rnd = first[first.selection_reason == "random"]
+    eligible = (~first.mandatory).sum()
+    assert len(rnd) and np.allclose(rnd.selection_probability, len(rnd) / eligible)
+    green = first[first.channel == "GREEN"]
+    assert (green.selection_probability >= len(rnd) / eligible - 1e-6).all()
+    assert (green.selection_probability > len(rnd) / eligible + 1e-3).any()  # the exploration pool's chance
+    # The recorded sampling probability is the frequency with which the random draw takes a declaration.
+    freq = pd.concat([r.set_index("declaration_id").selection_reason == "random" for r in runs], axis=1).mean(axis=1)
+    not_mand = ~first.mandatory
+    assert freq[not_mand].mean() == pytest.approx(len(rnd) / eligible, rel=0.02)
+    assert freq[not_mand].std() < 0.05  # every declaration of the draw had the same chance

@@ -104,6 +104,23 @@ def test_champion_alias_and_rollback(trained):
         registry.pin_champion(s, "999")
 
 
+def test_a_loaded_version_is_kept_for_the_process(trained):
+    """Loaded once per process (a version never changes): the champion's model and the same version by number
+    are one object, predicting as a fresh load does; ``load=False`` gives the version without loading."""
+    import mlflow
+
+    s, first, second = trained
+    mv, model = registry.champion(s)
+    assert registry.load_version(s, mv.version) is model
+    again, none = registry.champion(s, load=False)
+    assert again.version == mv.version and none is None
+    other = second["version"] if str(mv.version) == first["version"] else first["version"]
+    assert registry.load_version(s, other) is not model
+    X, _ = train.training_set(s, LEARNABLE_WORLD.live_dates[2])
+    fresh = mlflow.pyfunc.load_model(f"models:/{s.registered_model}/{mv.version}").unwrap_python_model().model
+    pd.testing.assert_frame_equal(model.predict(X), fresh.predict(X))
+
+
 def test_label_sources_read_the_pipeline_selection_reasons(tmp_path):
     s = get_settings(lake_root=tmp_path / "lake")
     meta = pd.DataFrame({"declaration_id": ["A", "A", "B", "C"], "item_no": [1, 2, 1, 1],

@@ -96,6 +96,27 @@ def record_hash(records: pd.DataFrame) -> pd.Series:
                      dtype="str")
 
 
+def _known_hashes(enf: pd.DataFrame, folded: pd.DataFrame) -> pd.Series:
+    """``record_hash`` of each enforcement row (``batch_sha256`` named so), computed only for rows the ledger
+    does not know: a row the ledger folded from the same batch (same record id and reported date) has the
+    values that batch gave it, so the hash the ledger recorded. A day's hashing is then proportional to the
+    records that arrived since, not to the whole history."""
+    key = ["record_id", "batch_sha256", "reported_date"]
+    if folded.empty or enf.empty:
+        return record_hash(enf)
+    known = folded[key + ["record_hash"]].astype({"record_id": "str", "batch_sha256": "str", "record_hash": "str"})
+    known = known.assign(reported_date=pd.to_datetime(known.reported_date).astype("datetime64[us]"))
+    known = known[known.batch_sha256.str.len() == 64].drop_duplicates()
+    known = known[~known.duplicated(key, keep=False)]  # one hash per key, or none trusted
+    rows = enf[key].astype({"record_id": "str", "batch_sha256": "str"}).assign(
+        reported_date=pd.to_datetime(enf.reported_date).astype("datetime64[us]"))
+    found = rows.merge(known, on=key, how="left").record_hash.to_numpy(dtype=object)
+    todo = pd.isna(found)
+    if todo.any():
+        found[todo] = record_hash(enf[todo]).to_numpy(dtype=object)
+    return pd.Series(found, index=enf.index, dtype="str")
+
+
 def _key(df: pd.DataFrame) -> pd.Series:
     """The key of a row version: ``record_id:record_hash``."""
     return df.record_id.astype("str") + ":" + df.record_hash.astype("str")
@@ -217,7 +238,7 @@ def _new_records(settings: Settings, day: date, folded: pd.DataFrame, version: s
     enf = enf_all.rename(columns={"_batch_sha256": "batch_sha256"})
     if "batch_sha256" not in enf:
         enf["batch_sha256"] = ""
-    enf["record_hash"] = record_hash(enf)
+    enf["record_hash"] = _known_hashes(enf, folded)
     enf = enf.drop_duplicates(["record_id", "record_hash"], keep="first")  # a re-send adds nothing
     enf = enf[~_key(enf).isin(set(_key(folded)))]
     enf = enf.sort_values(["reported_date", "record_id"], kind="stable").reset_index(drop=True)
@@ -227,8 +248,13 @@ def _new_records(settings: Settings, day: date, folded: pd.DataFrame, version: s
     customs = ingest.silver(settings, "customs", upto=day)
     items = customs.merge(enf[key].drop_duplicates(), on=key).reset_index(drop=True)
     dec = _decisions(settings, list(pd.to_datetime(items.declaration_date).dt.date.unique()))
-    hits_by_item = {(d, int(i)): list(h) for d, i, h in zip(dec.declaration_id, dec.item_no, dec.rule_hits,
-                                                             strict=True) if isinstance(h, list | np.ndarray)}
+    # Only the decisions of these records' items are looked up (the range read holds every item of those days).
+    mine = pd.MultiIndex.from_arrays([dec.declaration_id.astype("str"), dec.item_no.astype("int64")]).isin(
+        pd.MultiIndex.from_arrays([enf.declaration_id.astype("str"), enf.item_no.astype("int64")])) \
+        if len(dec) and enf.item_no.notna().all() and dec.item_no.notna().all() else np.ones(len(dec), bool)
+    hits_by_item = {(d, int(i)): list(h) for d, i, h in zip(dec.declaration_id[mine], dec.item_no[mine],
+                                                             dec.rule_hits[mine], strict=True)
+                    if isinstance(h, list | np.ndarray)}
     rows = enf[[*RECORD_COLUMNS, "record_hash", "batch_sha256"]].merge(
         items[key + ITEM_COLUMNS], on=key, how="left").merge(dec.drop(columns="rule_hits"), on=key, how="left")
     rows["selection_reason"] = rows.selection_reason.fillna("legacy")

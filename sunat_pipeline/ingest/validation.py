@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import OrderedDict
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -66,10 +67,56 @@ def gx_lock(settings: Settings, exclusive: bool):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+# The lake's GX context, kept per process while the project's configuration file is unchanged: opening one reads
+# the whole project (a fraction of a second per ingest task), and a process that ingests day after day (a
+# backtest) would otherwise open it for every source every day. Keyed by the project folder; valid while
+# ``great_expectations.yml`` is the same file with the same size and modification time (a project deleted and
+# created again, or changed by another process, is opened afresh). The newest few projects are kept.
+_CONTEXTS: OrderedDict[str, tuple[tuple, object]] = OrderedDict()
+_CONTEXTS_KEPT = 2
+
+
+def _config_identity(settings: Settings) -> tuple | None:
+    try:
+        st = (gx_dir(settings) / "great_expectations.yml").stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _remember_results(context, kept: int = INDEX_LIMIT + 100) -> None:
+    """Have ``context.get_validation_result`` remember what it read. Data Docs' index reads every result it
+    lists (the newest ``INDEX_LIMIT``) at every build; a stored result never changes (its key holds its run
+    time and name), so a process building the index day after day reads each one once. Only lookups by a
+    full key are remembered; the newest ``kept`` results are."""
+    read = context.get_validation_result
+    seen: OrderedDict[tuple, object] = OrderedDict()
+
+    def get_validation_result(expectation_suite_name, run_id=None, batch_identifier=None,
+                              validation_results_store_name=None, failed_only=False):
+        if run_id is None or batch_identifier is None:
+            return read(expectation_suite_name, run_id, batch_identifier, validation_results_store_name,
+                        failed_only)
+        key = (expectation_suite_name, str(run_id.to_tuple() if hasattr(run_id, "to_tuple") else run_id),
+               str(batch_identifier), validation_results_store_name, failed_only)
+        if key not in seen:
+            result = read(expectation_suite_name, run_id, batch_identifier, validation_results_store_name,
+                          failed_only)
+            if isinstance(result, dict):  # not found (GX answers {}): ask again next time
+                return result
+            seen[key] = result
+            while len(seen) > kept:
+                seen.popitem(last=False)
+        return seen[key]
+
+    context.get_validation_result = get_validation_result
+
+
 class GxProject:
     """The lake's GX project (created on first use), with the Checkpoints of ``sources`` in sync with the
-    committed suites. One instance per task run; the context is opened on first use (importing GX takes
-    seconds, and a run with no new file never needs it). ``validate`` runs a Checkpoint on a typed frame."""
+    committed suites. The context is opened on first use (importing GX takes seconds, and a run with no new
+    file never needs it), or reused from an earlier ``GxProject`` of this process on the same unchanged
+    project (``_CONTEXTS``). ``validate`` runs a Checkpoint on a typed frame."""
 
     def __init__(self, settings: Settings, sources: tuple[str, ...] = ()) -> None:
         self.settings = settings
@@ -80,19 +127,30 @@ class GxProject:
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
+        key = str(gx_dir(self.settings).resolve())
         with gx_lock(self.settings, exclusive=True):
-            first = not (gx_dir(self.settings) / "great_expectations.yml").exists()
-            context = gx.get_context(mode="file", project_root_dir=self.settings.lake)
-            if first:
-                context.variables.progress_bars = ProgressBarsConfig(globally=False)
-                context.variables.save()
-                context.update_data_docs_site(SITE, {
-                    "class_name": "SiteBuilder", "show_how_to_buttons": False,
-                    "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": DOCS_DIR},
-                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
-                                           "validation_results_limit": INDEX_LIMIT}})
+            known = _CONTEXTS.get(key)
+            identity = _config_identity(self.settings)
+            if known is not None and identity is not None and known[0] == identity:
+                context = known[1]
+            else:
+                first = identity is None
+                context = gx.get_context(mode="file", project_root_dir=self.settings.lake)
+                if first:
+                    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+                    context.variables.save()
+                    context.update_data_docs_site(SITE, {
+                        "class_name": "SiteBuilder", "show_how_to_buttons": False,
+                        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": DOCS_DIR},
+                        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
+                                               "validation_results_limit": INDEX_LIMIT}})
+                _remember_results(context)
             for source in self.sources:
                 self._sync(context, source)
+            _CONTEXTS[key] = (_config_identity(self.settings), context)  # after _sync, which may write it
+            _CONTEXTS.move_to_end(key)
+            while len(_CONTEXTS) > _CONTEXTS_KEPT:
+                _CONTEXTS.popitem(last=False)
         return context
 
     def _sync(self, ctx, source: str) -> None:

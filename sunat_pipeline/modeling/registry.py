@@ -13,6 +13,8 @@ a version was or was not promoted.
 from __future__ import annotations
 
 import logging
+import os
+from collections import OrderedDict
 from datetime import date
 from pathlib import Path
 
@@ -31,9 +33,29 @@ MODEL_DESCRIPTION = (
     "champion on the same recent holdout (docs/models.md).")
 
 
+# In-process caches: one client per store, and the last few loaded model versions. A registered version's
+# artifacts never change, so a model loaded once serves every later step of the process (a backtest runs many
+# days in one process; Airflow starts a process per task, where they simply start empty).
+_CLIENTS: OrderedDict[tuple, object] = OrderedDict()
+_MODELS: OrderedDict[tuple, object] = OrderedDict()
+_CLIENTS_KEPT, _MODELS_KEPT = 4, 4
+
+
+def _store_identity(uri: str) -> tuple | None:
+    """What a client is cached under: the URI, and for a SQLite store the file's identity (a store deleted and
+    created again at the same path gets a new client); ``None``: not cached (the file does not exist yet)."""
+    if not uri.startswith("sqlite:///"):
+        return (uri,)
+    try:
+        st = os.stat(uri.removeprefix("sqlite:///"))
+    except FileNotFoundError:
+        return None
+    return uri, st.st_dev, st.st_ino
+
+
 def client(settings: Settings):
     """An ``MlflowClient`` on the settings' store (also the fluent API's tracking URI); creates a local SQLite
-    store's folder."""
+    store's folder. One client per store and process."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -41,7 +63,18 @@ def client(settings: Settings):
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
+    key = _store_identity(uri)
+    c = _CLIENTS.get(key) if key is not None else None
+    if c is None:
+        c = MlflowClient(uri)
+        key = _store_identity(uri)  # the client created a new SQLite file
+        if key is not None:
+            _CLIENTS[key] = c
+            while len(_CLIENTS) > _CLIENTS_KEPT:
+                _CLIENTS.popitem(last=False)
+    else:
+        _CLIENTS.move_to_end(key)
+    return c
 
 
 def experiment_url(experiment_id: str, ui: str = "http://localhost:5000") -> str:
@@ -67,22 +100,40 @@ def experiment(settings: Settings) -> str:
     return exp_id
 
 
-def champion(settings: Settings):
-    """(model version, RiskModel) of the current champion, or (None, None)."""
+def champion(settings: Settings, load: bool = True):
+    """(model version, RiskModel) of the current champion, or (None, None); ``load=False``: (model version,
+    None), for a caller that needs only the version."""
     c = client(settings)
     try:
         mv = c.get_model_version_by_alias(settings.registered_model, CHAMPION)
     except Exception:  # no registered model or no alias yet
         return None, None
-    return mv, load_version(settings, mv.version)
+    return mv, _load(settings, mv) if load else None
 
 
 def load_version(settings: Settings, version: str):
     """The ``RiskModel`` of a registered version."""
+    return _load(settings, client(settings).get_model_version(settings.registered_model, str(version)))
+
+
+def _load(settings: Settings, mv):
+    """The ``RiskModel`` of model version ``mv``, loaded once per process: cached under the store, the version
+    and its run and model ids (so a store recreated at the same path never serves another store's model)."""
     import mlflow
 
-    client(settings)
-    return mlflow.pyfunc.load_model(f"models:/{settings.registered_model}/{version}").unwrap_python_model().model
+    key = (_store_identity(settings.tracking_uri), settings.registered_model, str(mv.version), mv.run_id,
+           mv.source, mv.creation_timestamp)
+    model = _MODELS.get(key)
+    if model is None:
+        client(settings)
+        model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model}/{mv.version}").unwrap_python_model(
+        ).model
+        _MODELS[key] = model
+        while len(_MODELS) > _MODELS_KEPT:
+            _MODELS.popitem(last=False)
+    else:
+        _MODELS.move_to_end(key)
+    return model
 
 
 def runs_for(settings: Settings, asof: date) -> list:

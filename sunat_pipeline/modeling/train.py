@@ -79,6 +79,8 @@ def train_if_due(settings: Settings, asof: date, force: bool = False, search: bo
 
     ``search`` (default: only when forced, i.e. the weekly ``sunat_retrain`` DAG) runs the time-budgeted
     hyperparameter search; other retrainings reuse the champion's parameters, so the daily chain stays fast."""
+    if not settings.training.enabled:
+        return {"trained": False, "reason": "training disabled (a rules-only policy)"}
     if registry.runs_for(settings, asof):
         log.info("training for %s already done: nothing to do (re-run)", asof)
         return {"trained": False, "reason": "already trained for this date"}
@@ -262,16 +264,19 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual", s
             importance = model.feature_importance()
             importance.rename("importance").to_csv(tmp / "feature_importance.csv")
             Xh = X[ho] if ho.sum() >= 50 else X[tr]
-            shap = shap_values(model, Xh, seed=settings.seed)
-            shap.abs().mean().sort_values(ascending=False).rename("mean_abs_shap").to_csv(tmp / "shap_mean_abs.csv")
+            shap = shap_values(model, Xh, seed=settings.seed) if t.log_plots else None
+            if shap is not None:
+                shap.abs().mean().sort_values(ascending=False).rename("mean_abs_shap").to_csv(
+                    tmp / "shap_mean_abs.csv")
             reliability.to_csv(tmp / "reliability.csv", index=False)
             (tmp / "champion_decision.json").write_text(json.dumps(decision, indent=2, default=str))
             (tmp / "data_snapshot.json").write_text(json.dumps(snapshot, indent=2, default=str))
             if trials is not None and len(trials):
                 trials.to_csv(tmp / "search_trials.csv", index=False)
-            training_plots(tmp, importance=importance, shap=shap, X=Xh, y=y_h,
-                   scores={"model": pred.expected_revenue_usd.to_numpy(), "rules (rw-initial)": rule_score,
-                           "random": rnd}, reliability=reliability)
+            if t.log_plots:
+                training_plots(tmp, importance=importance, shap=shap, X=Xh, y=y_h,
+                               scores={"model": pred.expected_revenue_usd.to_numpy(),
+                                       "rules (rw-initial)": rule_score, "random": rnd}, reliability=reliability)
             mlflow.log_artifacts(str(tmp))
         from sunat_pipeline.modeling.mlflow_model import RiskModelPyfunc
 

@@ -52,11 +52,15 @@ def ensure_db(settings: Settings) -> None:
     marker.touch()
 
 
-def run_dag(settings: Settings, dag_id: str, day: date, quiet: bool = True) -> None:
-    """Run one DAG run for ``day`` through Airflow (``airflow dags test``: the real task code, in-process)."""
+def run_dag(settings: Settings, dag_id: str, day: date, quiet: bool = True, conf: dict | None = None) -> None:
+    """Run one DAG run for ``day`` through Airflow (``airflow dags test``: the real task code, in-process).
+    ``conf``: the run's Params (default: the day as ``date``)."""
+    import json
+
     ensure_db(settings)
     env = airflow_env(settings)
-    cmd = [_airflow(), "dags", "test", dag_id, day.isoformat(), "--conf", f'{{"date": "{day.isoformat()}"}}']
+    conf = {"date": day.isoformat()} if conf is None else conf
+    cmd = [_airflow(), "dags", "test", dag_id, day.isoformat(), "--conf", json.dumps(conf)]
     logf = settings.airflow_home_path / "runs" / f"{dag_id}__{day.isoformat()}.log"
     logf.parent.mkdir(parents=True, exist_ok=True)
     with open(logf, "w") as f:

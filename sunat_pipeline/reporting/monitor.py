@@ -36,7 +36,7 @@ from sunat_pipeline.lake.store import (
     write_partition,
 )
 from sunat_pipeline.reporting.retrain import request_retrain
-from sunat_pipeline.selection.output import manifests, read_scored
+from sunat_pipeline.selection.output import RULES_ONLY, manifests, read_scored
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -258,6 +258,10 @@ def check(settings: Settings, day: date, reference: pd.DataFrame | None = None, 
         log.info("drift %s: the day's check is already recorded (%s)", day, path)
     else:
         current, version = current_frame(settings, day)
+        if version == RULES_ONLY:  # a rules-only policy: no model, so no training data to drift from
+            log.info("drift %s: scored by the rules alone, no model to monitor", day)
+            return {"date": day.isoformat(), "model_version": version, "checked": False, "max_psi": None,
+                    "worst": None, "major": [], "retrain_requested": False, "table": pd.DataFrame()}
         if reference is None and version is not None:
             reference = reference_frame(settings, version, model=model)
         if reference is None or current.empty:

@@ -26,8 +26,8 @@ AUDIT_COLUMNS = [
     "decision_id", "run_id", "declaration_id", "declaration_date", "customs_office", "importer_id",
     "declarant_id", "n_items", "channel", "selection_reason", "selection_basis", "fraud_probability",
     "expected_revenue_usd", "revenue_if_fraud_usd", "uncertainty", "rule_score", "rule_hits", "mandatory",
-    "workload_units", "reasons", "model_name", "model_version", "rule_weights_version", "rules_sha256",
-    "config_sha256", "input_batches", "inputs_sha256", "schema_version", "scored_at", "recorded_at",
+    "workload_units", "selection_probability", "reasons", "model_name", "model_version", "rule_weights_version",
+    "rules_sha256", "config_sha256", "input_batches", "inputs_sha256", "schema_version", "scored_at", "recorded_at",
 ]
 
 
@@ -74,7 +74,8 @@ def audit_frame(scored: pd.DataFrame, decl: pd.DataFrame, run: dict, inputs_sha:
         "selection_basis": d.selection_basis, "fraud_probability": d.fraud_probability.round(6),
         "expected_revenue_usd": d.expected_revenue_usd.round(2), "revenue_if_fraud_usd": d.revenue_if_fraud_usd,
         "uncertainty": d.uncertainty, "rule_score": d.rule_score, "rule_hits": hits, "mandatory": d.mandatory,
-        "workload_units": d.workload_units, "reasons": reasons, "model_name": run["model_name"],
+        "workload_units": d.workload_units, "selection_probability": d.selection_probability, "reasons": reasons,
+        "model_name": run["model_name"],
         "model_version": run["model_version"], "rule_weights_version": run["rule_weights_version"],
         "rules_sha256": run["rules_sha256"], "config_sha256": run["config_sha256"],
         "input_batches": [run["input_batches"]] * len(d), "inputs_sha256": json.dumps(inputs_sha, sort_keys=True),

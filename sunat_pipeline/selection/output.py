@@ -19,8 +19,9 @@ from sunat_pipeline.lake.store import partition, read_partitioned, write_partiti
 from sunat_pipeline.settings import Settings
 
 # Adding, removing or retyping a column is a new schema version (docs/output.md), never a silent change.
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 KEY = "declaration_date"  # the partition key
+RULES_ONLY = "rules"  # the model version recorded when the rules alone scored the day (selection.scorer: rules)
 CONTRACT_COLUMNS = [
     "declaration_id", "item_no", "declaration_date", "customs_office", "importer_id", "declarant_id",
     "hs_code", "origin_country", "fob_usd", "cif_usd", "fraud_probability", "expected_revenue_usd",
@@ -31,6 +32,7 @@ CONTRACT_COLUMNS = [
 EXTRA_COLUMNS = [
     "mandatory", "revenue_if_fraud_usd",  # 1
     "selection_basis", "declaration_fraud_probability", "declaration_expected_revenue_usd", "workload_units",  # 2
+    "selection_probability",  # 4
 ]
 COLUMNS = CONTRACT_COLUMNS + EXTRA_COLUMNS
 

@@ -182,6 +182,8 @@ def explain(feature: str, value: float, item: dict) -> str:
 
 def _model_reasons(model, X: pd.DataFrame, frame: pd.DataFrame, top: int = 2) -> list[list[str]]:
     """Top positive model contributions per item, phrased. Approximate contributions: fast and enough."""
+    if model is None:  # scored by the rules alone: their reasons are the words
+        return [[] for _ in range(len(X))]
     if not len(X):
         return []
     contrib = model.contributions(X)
@@ -196,12 +198,12 @@ def _model_reasons(model, X: pd.DataFrame, frame: pd.DataFrame, top: int = 2) ->
     return out
 
 
-def _selection_notes(decl: pd.DataFrame, rules: RuleSet) -> dict[str, str]:
+def _selection_notes(decl: pd.DataFrame, rules: RuleSet, scored_by: str = "model") -> dict[str, str]:
     """The first reason of every item of a selected declaration: why the declaration was selected."""
     by_id = rules.by_id()
     notes = {}
     office = decl.groupby("customs_office")
-    decl = decl.assign(n_office=office.declaration_id.transform("size"),
+    decl = decl.assign(n_office=office.declaration_id.transform("size"), scored_by=scored_by,
                        rank_er=office.expected_revenue_usd.rank(ascending=False, method="min"),
                        rank_p=office.fraud_probability.rank(ascending=False, method="min"))
     sel = decl[decl.channel.isin(["RED", "YELLOW"])]
@@ -213,6 +215,9 @@ def _selection_notes(decl: pd.DataFrame, rules: RuleSet) -> dict[str, str]:
             notes[r.declaration_id] = f"mandatory rule {names}: always selected"
         elif r.selection_basis == "random":
             notes[r.declaration_id] = "random quality-control selection"
+        elif r.selection_basis.startswith("exploitation") and r.scored_by == "rules":
+            notes[r.declaration_id] = (f"rules: fraud probability {p} from the rules it hits, ranked "
+                                       f"{r.rank_p:.0f} of {r.n_office} at office {r.customs_office} today")
         elif r.selection_basis == "exploration":
             notes[r.declaration_id] = (
                 f"exploration: model uncertain (fraud probability {p} +/- {_prob(u)}) about a declaration "
@@ -230,7 +235,7 @@ def item_reasons(scored: pd.DataFrame, decl: pd.DataFrame, model, X: pd.DataFram
                  rules: RuleSet) -> list[list[str]]:
     """Per item: the declaration's selection note (selected only), the rules that hit, the model's words."""
     reasons = [list(r) for r in scored.rule_reasons]
-    notes = _selection_notes(decl, rules)
+    notes = _selection_notes(decl, rules, "model" if model is not None else "rules")
     sel = np.flatnonzero(scored.channel.isin(["RED", "YELLOW"]).to_numpy())
     ids = scored.declaration_id.to_numpy()
     for i, mr in zip(sel, _model_reasons(model, X.iloc[sel], frame.iloc[sel]), strict=True):

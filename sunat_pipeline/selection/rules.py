@@ -107,3 +107,24 @@ def summarise(rules: RuleSet, hits: pd.DataFrame, weights: dict[str, float], fra
 class _Fmt(dict):
     def __missing__(self, key: str) -> str:
         return "?"
+
+
+def rules_prediction(rules: RuleSet, hits: pd.DataFrame, weights: dict[str, float], frame: pd.DataFrame,
+                     mandatory: bool = True) -> pd.DataFrame:
+    """The rules alone as a scorer (``selection.scorer: rules``), in the model's prediction columns.
+
+    A rule's weight estimates its precision, so an item's fraud probability is the noisy-OR of the weights of
+    the rules it hits (1 - prod(1 - w)); with ``mandatory`` off (a random baseline) mandatory hits count like
+    any rule. The rules do not estimate revenue: what a fraud would cost is taken as the taxes declared on the
+    item (duty, IGV and IPM on CIF), so expected revenue still orders larger declarations first. No spread of
+    opinion: uncertainty 0."""
+    ids = rules.ids
+    w = np.array([weights.get(i, 0.0) for i in ids]).clip(0, 0.999)
+    h = hits[list(ids)].to_numpy(dtype=bool)
+    p = 1 - np.exp((h * np.log1p(-w)).sum(axis=1)) if len(ids) else np.zeros(len(frame))
+    cif = pd.to_numeric(frame.get("cif_usd", pd.Series(0.0, index=frame.index)), errors="coerce").fillna(0)
+    rate = pd.to_numeric(frame.get("taxes_over_cif", pd.Series(0.0, index=frame.index)), errors="coerce").fillna(0)
+    rev = (cif * rate).to_numpy(dtype=float).clip(0)
+    return pd.DataFrame({"fraud_probability": p.round(6), "revenue_if_fraud_usd": rev.round(2),
+                         "expected_revenue_usd": (p * rev).round(2), "uncertainty": np.zeros(len(frame))},
+                        index=frame.index)

@@ -26,9 +26,9 @@ from sunat_pipeline.lake.store import atomic_write_bytes
 from sunat_pipeline.modeling import registry, train
 from sunat_pipeline.selection.audit import audit_frame, write_audit
 from sunat_pipeline.selection.capacity import capacity_record, office_capacities, office_volumes
-from sunat_pipeline.selection.output import COLUMNS, SCHEMA_VERSION, manifest_path, write_scored
+from sunat_pipeline.selection.output import COLUMNS, RULES_ONLY, SCHEMA_VERSION, manifest_path, write_scored
 from sunat_pipeline.selection.reasons import item_reasons
-from sunat_pipeline.selection.rules import evaluate, load_rules, summarise
+from sunat_pipeline.selection.rules import evaluate, load_rules, rules_prediction, summarise
 from sunat_pipeline.selection.select import item_embedding, rollup, select_channels
 from sunat_pipeline.settings import Settings
 
@@ -56,26 +56,32 @@ def score_day(settings: Settings, day: date) -> dict:
     previous = json.loads(mpath.read_text()) if mpath.exists() else None
 
     # What this run uses: pinned by the first run of the day, so re-runs reproduce it exactly.
+    by_rules = settings.selection.scorer == "rules"  # a rules-only policy: no model
     if previous:
         model_version, weights_version = previous["model_version"], previous["rule_weights_version"]
-        model = registry.load_version(settings, model_version)
+        model = None if by_rules else registry.load_version(settings, model_version)
     else:
-        mv, model = registry.champion(settings)
-        if mv is None:
-            raise RuntimeError(f"no '{settings.registered_model}@champion' in the MLflow registry: "
-                               "run the training task first")
-        model_version = str(mv.version)
-        weights_version = rule_weights.version_before(settings, day)
+        if by_rules:
+            model_version, model = RULES_ONLY, None
+        else:
+            mv, model = registry.champion(settings)
+            if mv is None:
+                raise RuntimeError(f"no '{settings.registered_model}@champion' in the MLflow registry: "
+                                   "run the training task first")
+            model_version = str(mv.version)
+        weights_version = rule_weights.version_before(settings, day) if settings.selection.rule_weights == "learned" \
+            else rule_weights.INITIAL
     weights = rule_weights.load_version(settings, weights_version)["weights"]
 
     inp = train.load_inputs(settings, day)
     # Entity profiles from the daily state (gold/profiles/), extended by the outcomes reported since.
     X = build_features(items, **inp, taxes=settings.tax, profile_state=update_profiles(settings, day, inp["outcomes"],
                                                                    inp["customs_history"]))
-    pred = model.predict(X)
     frame = item_frame(items, X)
     rules = load_rules(settings.rules_path)
-    rs = summarise(rules, evaluate(rules, frame), weights, frame)
+    hits = evaluate(rules, frame)
+    rs = summarise(rules, hits, weights, frame)
+    pred = rules_prediction(rules, hits, weights, frame) if model is None else model.predict(X)
     scored = pd.concat([items, pred, rs], axis=1)
 
     # Each office's capacity (explicit, else from its volume before the day), then channels per declaration
@@ -90,9 +96,9 @@ def score_day(settings: Settings, day: date) -> dict:
         lambda s: sorted({h for hl in s for h in hl if h in mand_ids}))
     decl = decl.assign(mandatory_hits=decl.declaration_id.map(mand_hits))
     ch = decl.set_index("declaration_id")[["channel", "selection_reason", "selection_basis", "fraud_probability",
-                                           "expected_revenue_usd", "workload_units"]].rename(columns={
-        "fraud_probability": "declaration_fraud_probability",
-        "expected_revenue_usd": "declaration_expected_revenue_usd"})
+                                           "expected_revenue_usd", "workload_units", "selection_probability"]]
+    ch = ch.rename(columns={"fraud_probability": "declaration_fraud_probability",
+                            "expected_revenue_usd": "declaration_expected_revenue_usd"})
     scored = scored.join(ch, on="declaration_id")
     scored["reasons"] = item_reasons(scored, decl, model, X, frame, rules)
 

@@ -304,6 +304,21 @@ class _Office:
         return used
 
 
+def selection_probability(reason: np.ndarray, p_random: float, p_explore: np.ndarray) -> np.ndarray:
+    """Each declaration's probability of being selected under the day's policy, given the scores (the
+    propensity that inverse-propensity estimates divide by; docs/models.md):
+
+    * mandatory rules and the model's ranking are deterministic: 1;
+    * a random pick: its sampling probability (random picks over the declarations drawn from);
+    * an exploration pick: its chance in the k-means++ draw (picks over pool size), or of the random draw
+      before it, whichever is larger (an approximation: the draw is not uniform over the pool);
+    * a declaration not selected: the chance the random draw or exploration had of taking it."""
+    pe = np.asarray(p_explore, dtype=np.float64)
+    chance = p_random + (1 - p_random) * pe
+    return np.select([np.isin(reason, ["mandatory_rule", "exploitation"]), reason == "random",
+                      reason == "exploration"], [1.0, p_random, np.maximum(chance, p_random)], chance)
+
+
 def _office_key(office) -> int:
     s = str(office)
     return int(s) if s.isdigit() else zlib.crc32(s.encode())
@@ -320,6 +335,7 @@ def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed:
     reason = np.full(n, "none", dtype=object)
     basis = np.full(n, "none", dtype=object)
     units = np.zeros(n)
+    prob = np.zeros(n)
     ids = decl.declaration_id.astype(str).to_numpy()
     n_items = decl.n_items.to_numpy(dtype=np.float64) if "n_items" in decl else np.ones(n)
     emb_cols = [c for c in decl.columns if c.startswith(EMB_PREFIX)]
@@ -337,7 +353,7 @@ def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed:
         er = g.expected_revenue_usd.to_numpy(dtype=np.float64)
 
         # 1. Mandatory rules always select: RED while it has room, then YELLOW, then RED beyond capacity.
-        mand = np.flatnonzero(g.mandatory.to_numpy(dtype=bool))
+        mand = np.flatnonzero(g.mandatory.to_numpy(dtype=bool) & cfg.mandatory_rules)
         mand = mand[np.lexsort((mand, -g.rule_score.to_numpy(dtype=np.float64)[mand]))]
         for j in mand:
             fits = [c for c in (0, 1) if st.cost[j] <= st.left[c] + _EPS]
@@ -353,6 +369,8 @@ def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed:
         rng = np.random.default_rng([seed, day.toordinal(), _office_key(office)])
         rest = np.flatnonzero(~st.taken)
         st.fill(rest[rng.permutation(len(rest))], _quota(cfg.random_share, capv, in_decl), "random")
+        # Every declaration of the draw had the same chance: the random picks over the declarations drawn from.
+        p_random = float((st.reason[rest] == "random").sum()) / len(rest) if len(rest) else 0.0
 
         # 3. Exploitation, keeping the exploration quota free.
         q_explore = np.minimum(_quota(cfg.exploration_share, capv, in_decl), st.left)
@@ -360,14 +378,20 @@ def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed:
                 "exploitation", strict=True)
 
         # 4. Exploration: uncertain and valuable, spread over the feature space (k-means++ seeding).
+        p_explore = np.zeros(len(idx))
         if q_explore.sum() > _EPS:
             slots = max(1, int(np.ceil(q_explore.sum() / max(float(np.median(cost)), _EPS))))
             score = g.uncertainty.to_numpy(dtype=np.float64) * g.revenue_if_fraud_usd.to_numpy(
                 dtype=np.float64).clip(1)
             emb = g[emb_cols].to_numpy(dtype=np.float64) if emb_cols else _fallback_embedding(g)
             erng = np.random.default_rng([seed, day.toordinal(), _office_key(office), 2])
-            st.fill(kmeanspp_order(score, emb, slots * cfg.exploration_pool, erng, ~st.taken), q_explore,
-                    "exploration")
+            free = ~st.taken
+            order = list(kmeanspp_order(score, emb, slots * cfg.exploration_pool, erng, free))
+            st.fill(iter(order), q_explore, "exploration")
+            # k-means++ draws its picks from the pool: a pool member's chance is about picks over pool size.
+            picked = int((st.reason == "exploration").sum())
+            if order:
+                p_explore[order] = picked / len(order)
 
         # 5. What is still free goes to the model's ranking.
         st.fill(exploit_order(p, er, cfg.exploitation_revenue_share, ~st.taken), st.left, "exploitation")
@@ -381,8 +405,10 @@ def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed:
                 st.channel[j] = "RED"
                 st.left += np.array([-st.cost[j], st.cost[j]])
         channel[idx], reason[idx], basis[idx], units[idx] = st.channel, st.reason, st.basis, wl
+        prob[idx] = selection_probability(st.reason, p_random, p_explore)
     if over:
         log.warning("%d mandatory selections exceeded office capacity on %s", over, day)
-    out = decl.assign(channel=channel, selection_reason=reason, selection_basis=basis, workload_units=units)
+    out = decl.assign(channel=channel, selection_reason=reason, selection_basis=basis, workload_units=units,
+                      selection_probability=prob.round(6))
     log.info("selection %s: %d declarations -> %s", day, len(out), out.channel.value_counts().to_dict())
     return out
