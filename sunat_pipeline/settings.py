@@ -147,6 +147,9 @@ class IngestSettings(BaseModel):
         "complete ('*' for every source); without a marker their files wait (status pending). Other sources "
         "land by an atomic rename from a hidden or temporary name")
 
+    data_docs: bool = Field(True, description="render the GX Data Docs pages after each ingest; off in backtests "
+                            "(nobody opens a scratch lake's pages; the next build renders every missing page)")
+
     @field_validator("done_markers", mode="before")
     @classmethod
     def _split_markers(cls, v: Any) -> Any:

@@ -29,8 +29,9 @@ from sunat_pipeline.settings import get_settings
 from sunat_sim.config import DEFAULT_DIFFICULTY
 
 log = logging.getLogger(__name__)
-# What a backtest switches off: plots nobody looks at (the runs' MLflow stores are scratch).
-BACKTEST_OVERLAY = {"training": {"log_plots": False}}
+# What a backtest switches off: plots and validation pages nobody opens (the runs' lakes and MLflow stores are
+# scratch); the validations themselves run as in production.
+BACKTEST_OVERLAY = {"training": {"log_plots": False}, "ingest": {"data_docs": False}}
 
 
 @dataclass
@@ -111,7 +112,7 @@ def run_policy(workdir: str, cfg_dict: dict, seed: int, policy_name: str) -> dic
     rdir = run_dir(Path(workdir), seed, policy_name)
     policy = load_policy(get_settings(), policy_name)
     key = {"world": cfg.world_key(seed), "policy": asdict(policy), "capacity": cfg.capacity,
-           "kpi_daily": cfg.kpi_daily}
+           "kpi_daily": cfg.kpi_daily, "overlay": BACKTEST_OVERLAY}
     done = rdir / "result.json"
     if done.exists() and json.loads(done.read_text()).get("key") == key:
         return json.loads(done.read_text())

@@ -128,7 +128,7 @@ def online_vs_truth(lake: Path, d: pd.DataFrame) -> dict:
     targeted = d[d.selected & d.reason.isin(["mandatory_rule", "exploitation", "exploration"])]
     green = d[~d.selected]
     return {"efficiency_index_est": _round(k.get("efficiency_index")),
-            "efficiency_index_true": _ratio(targeted.fraud.mean() if len(targeted) else 0, d.fraud.mean()),
+            "efficiency_index_true": _ratio(targeted.fraud.mean(), d.fraud.mean()) if len(targeted) else None,
             "green_fraud_rate_est": _round(k.get("green_fraud_rate_est")),
             "green_fraud_rate_ci95": [_round(k.get("green_fraud_rate_low")), _round(k.get("green_fraud_rate_high"))],
             "green_fraud_rate_true": _ratio(green.fraud.sum(), len(green)),

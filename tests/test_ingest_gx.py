@@ -141,3 +141,15 @@ def test_done_markers_are_a_setting_read_from_a_list_or_a_comma_separated_string
     assert get_settings().ingest.marker_required("tax")
     monkeypatch.delenv("SUNAT_INGEST__DONE_MARKERS")
     assert get_settings(ingest={"done_markers": "customs"}).ingest.done_markers == ["customs"]
+
+
+def test_data_docs_can_be_left_for_a_later_build(tmp_path):
+    settings = _settings(tmp_path).model_copy(update={"ingest": get_settings().ingest.model_copy(
+        update={"data_docs": False})})
+    land(settings, f"customs__{DAY}.csv", csv_bytes(good_frame(4, seq0=0)))
+    out = ingest.ingest_source(settings, "customs", DAY)
+    assert [o.status for o in out] == ["accepted"]
+    page = settings.lake / ingest.manifest(settings).iloc[0].gx_results[-1]["page"]
+    assert _results(settings) and not page.exists()  # validated and stored by GX, page not rendered
+    ingest.build_data_docs(settings)  # a later build renders what is missing
+    assert page.exists() and ingest.data_docs_index(settings).exists()

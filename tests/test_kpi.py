@@ -312,3 +312,24 @@ def test_cube_equals_a_groupby_per_rollup(n):
         assert n < 400 or {"2026-W53", "2027-W01"} <= set(got.period)
         pd.testing.assert_frame_equal(got, want.astype({c: "int64" for c in sums[:3]}), check_exact=False,
                                       rtol=1e-12)
+
+
+def test_efficiency_index_has_an_interval_per_channel_and_the_seed_index(hand):
+    _, decl, _ = hand
+    green = tables.green_estimate(decl, min_sample=5)
+    e = tables.efficiency(decl, green)
+    a = e[(e.period_type == "all") & (e.customs_office == tables.ALL)].iloc[0]
+    assert a.efficiency_index_low < a.efficiency_index < a.efficiency_index_high
+    for ch in ("red", "yellow"):
+        t = a[f"targeted_{ch}_frauds"] / a[f"targeted_{ch}_inspected"] if a[f"targeted_{ch}_inspected"] else np.nan
+        r = a[f"random_{ch}_frauds"] / a[f"random_{ch}_inspected"] if a[f"random_{ch}_inspected"] else np.nan
+        got = a[f"efficiency_index_{ch}"]
+        assert (np.isnan(got) and (np.isnan(t) or np.isnan(r) or r == 0)) or got == pytest.approx(t / r)
+    assert a.targeted_red_inspected + a.targeted_yellow_inspected == a.targeted_inspected
+    detected = a.frauds / (a.frauds + a.undetected_frauds_est)
+    assert a.efficiency_index_seed == pytest.approx(detected / a.selection_rate)
+    # Katz's interval on a textbook case: 30/100 against 10/100 -> RR 3, about [1.55, 5.82]
+    lo, hi = tables.ratio_interval([30], [100], [10], [100])
+    assert lo.iloc[0] == pytest.approx(1.55, abs=0.01) and hi.iloc[0] == pytest.approx(5.82, abs=0.02)
+    lo, hi = tables.ratio_interval([3], [10], [0], [0])
+    assert np.isnan(lo.iloc[0]) and np.isnan(hi.iloc[0])

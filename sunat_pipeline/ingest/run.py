@@ -184,7 +184,8 @@ def ingest_source(settings: Settings, source: str, upto: date) -> list[FileOutco
             outcomes.append(((lf.available, lf.path.name), ingest_file(settings, lf, project)))
         new = [o for _, o in outcomes if o.status not in ("duplicate", "pending")]
         # Also renders pages a killed run left unbuilt; opens GX only when there is a page to render.
-        docs = build_data_docs(settings, project, source)
+        docs = build_data_docs(settings, project, source) if settings.ingest.data_docs else "(not built: " \
+            "ingest.data_docs is off)"
     outcomes.sort(key=lambda x: x[0])
     result = [o for _, o in outcomes]
     for o in result:

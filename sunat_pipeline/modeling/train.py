@@ -88,7 +88,7 @@ def train_if_due(settings: Settings, asof: date, force: bool = False, search: bo
     if last is not None and last > asof:
         log.info("a training from %s is newer than %s: not retraining on older data", last, asof)
         return {"trained": False, "reason": f"newer training exists ({last})"}
-    mv, _ = registry.champion(settings)
+    mv, _ = registry.champion(settings, load=False)
     reason = None
     if force:
         reason = "forced"

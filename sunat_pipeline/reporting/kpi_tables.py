@@ -35,6 +35,20 @@ def _div(a, b):
     return a / b.where(b != 0)
 
 
+def ratio_interval(k1, n1, k2, n2, z: float = 1.96):
+    """95% interval of the ratio of two hit rates (k1/n1) / (k2/n2), Katz's log method; half a count is added to
+    each cell when a count is zero (Haldane). NaN where either group was not inspected."""
+    k1, n1, k2, n2 = (pd.Series(v).astype(float) for v in (k1, n1, k2, n2))
+    zero = (k1 == 0) | (k2 == 0) | (k1 == n1) | (k2 == n2)
+    a, b = k1 + 0.5 * zero, k2 + 0.5 * zero
+    m1, m2 = n1 + zero.astype(float), n2 + zero.astype(float)
+    ok = (n1 > 0) & (n2 > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_rr = np.log((a / m1) / (b / m2))
+        se = np.sqrt(1 / a - 1 / m1 + 1 / b - 1 / m2)
+    return np.exp(log_rr - z * se).where(ok), np.exp(log_rr + z * se).where(ok)
+
+
 def beta_interval(k: float, n: float, level: float = 0.90) -> tuple[float, float]:
     """Jeffreys interval of a binomial proportion (k of n)."""
     if n <= 0:
@@ -108,6 +122,10 @@ def efficiency(decl: pd.DataFrame, green: dict) -> pd.DataFrame:
                     ("mandatory", sr == "mandatory_rule")]:
         x[f"{name}_inspected"] = m & decl.inspected
         x[f"{name}_frauds"] = m & decl.fraud
+    for ch in ("red", "yellow"):  # the index within a channel: its checks see different frauds
+        for name, m in (("targeted", sr.isin(TARGETED)), ("random", sr == "random")):
+            x[f"{name}_{ch}_inspected"] = m & (decl.channel == ch.upper()) & decl.inspected
+            x[f"{name}_{ch}_frauds"] = m & (decl.channel == ch.upper()) & decl.fraud
     disc = sr.isin(PROBES) & decl.fraud & decl.missed_by_exploitation
     x["discoveries"] = disc
     x["discovery_revenue_usd"] = decl.revenue_recovered_usd.where(disc, 0.0)
@@ -119,6 +137,14 @@ def efficiency(decl: pd.DataFrame, green: dict) -> pd.DataFrame:
     for name in ("red", "yellow", "targeted", "random", "exploitation", "exploration", "mandatory"):
         e[f"hit_rate_{name}"] = _div(e[f"{name}_frauds"], e[f"{name}_inspected"])
     e["efficiency_index"] = _div(e.hit_rate_targeted, e.hit_rate_random)
+    e["efficiency_index_low"], e["efficiency_index_high"] = ratio_interval(
+        e.targeted_frauds, e.targeted_inspected, e.random_frauds, e.random_inspected)
+    for ch in ("red", "yellow"):
+        t, r = f"targeted_{ch}", f"random_{ch}"
+        e[f"efficiency_index_{ch}"] = _div(_div(e[t + "_frauds"], e[t + "_inspected"]),
+                                           _div(e[r + "_frauds"], e[r + "_inspected"]))
+        e[f"efficiency_index_{ch}_low"], e[f"efficiency_index_{ch}_high"] = ratio_interval(
+            e[t + "_frauds"], e[t + "_inspected"], e[r + "_frauds"], e[r + "_inspected"])
     e["lift_exploitation"] = _div(e.hit_rate_exploitation, e.hit_rate_random)
     e["green_fraud_rate_est"] = green["rate"]
     e["undetected_frauds_est"] = e.green * green["rate"]
@@ -126,6 +152,8 @@ def efficiency(decl: pd.DataFrame, green: dict) -> pd.DataFrame:
     e["undetected_frauds_high"] = e.green * green["high"]
     e["undetected_revenue_est_usd"] = e.undetected_frauds_est * green["revenue_per_fraud_usd"]
     e["missed_share_est"] = _div(e.undetected_frauds_est, e.undetected_frauds_est + e.frauds)
+    # The seed simulation's index: the share of the (estimated) frauds detected over the share selected.
+    e["efficiency_index_seed"] = _div(1 - e.missed_share_est, e.selection_rate)
     ints = [c for c in sums if c not in ("revenue_recovered_usd", "penalty_usd", "discovery_revenue_usd")]
     return e.astype({c: "int64" for c in ints})
 

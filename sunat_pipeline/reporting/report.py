@@ -174,7 +174,11 @@ def render(settings: Settings, day: date, t: dict[str, pd.DataFrame], drift: pd.
     s = {k: _clean(v) for k, v in t["summary"].iloc[0].to_dict().items()}
     e = t["efficiency"]
     cards = [
-        ("Efficiency index (all days)", _fmt(s["efficiency_index"], 2)),
+        ("Efficiency index (all days, 95% interval)", f"{_fmt(s['efficiency_index'], 2)} "
+         f"[{_fmt(s['efficiency_index_low'], 2)}, {_fmt(s['efficiency_index_high'], 2)}]"),
+        ("Efficiency index RED / YELLOW", f"{_fmt(s['efficiency_index_red'], 2)} / "
+         f"{_fmt(s['efficiency_index_yellow'], 2)}"),
+        ("Detection over selection rate (seed index)", _fmt(s["efficiency_index_seed"], 2)),
         ("Efficiency index (7 days)", _fmt(s["efficiency_index_7d"], 2)),
         ("Hit rate RED / YELLOW", f"{_pct(s['hit_rate_red'])} / {_pct(s['hit_rate_yellow'])}"),
         ("Hit rate targeted / random", f"{_pct(s['hit_rate_targeted'])} / {_pct(s['hit_rate_random'])}"),
