@@ -41,7 +41,7 @@ def world(tiny_world, tmp_path_factory):
     mp.setenv("SUNAT_MLFLOW_TRACKING_URI", s.tracking_uri)
     X, meta = train.training_set(s, d1)
     model = RiskModel(n_estimators=30, max_depth=4, bag_size=2).fit(X, meta.y, meta.revenue)
-    mp.setattr(registry, "champion", lambda settings: (SimpleNamespace(version="1"), model))
+    mp.setattr(registry, "champion", lambda settings, load=True: (SimpleNamespace(version="1"), model))
     mp.setattr(registry, "load_version", lambda settings, version: model)
     run = score.score_day(s, d1)
     yield SimpleNamespace(s=s, d1=d1, d2=d2, run=run, mp=mp)

@@ -123,7 +123,7 @@ def scored(tiny_world, tmp_path_factory):
     X, meta = train.training_set(s, d1)
     model = RiskModel(n_estimators=20, max_depth=3, bag_size=2).fit(X, meta.y, meta.revenue)
     mp = pytest.MonkeyPatch()
-    mp.setattr(registry, "champion", lambda settings: (SimpleNamespace(version="1"), model))
+    mp.setattr(registry, "champion", lambda settings, load=True: (SimpleNamespace(version="1"), model))
     mp.setattr(registry, "load_version", lambda settings, version: model)
     run = score.score_day(s, d1)
     yield SimpleNamespace(s=s, d1=d1, run=run)

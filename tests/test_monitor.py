@@ -132,7 +132,7 @@ def test_retrain_request_is_honoured_once_by_the_next_training(tmp_path, monkeyp
     # train_if_due turns the request into a training (no champion change needed, nothing else due).
     monkeypatch.setattr(registry, "runs_for", lambda settings, asof: [])
     monkeypatch.setattr(registry, "last_training_date", lambda settings: DAY - timedelta(days=2))
-    monkeypatch.setattr(registry, "champion", lambda settings: ("v3", object()))
+    monkeypatch.setattr(registry, "champion", lambda settings, load=True: ("v3", object() if load else None))
     monkeypatch.setattr(ingest, "silver", lambda *a, **k: pd.DataFrame())
     monkeypatch.setattr(train, "train_and_register", lambda settings, asof, reason, **kw: {"trained": True,
                                                                                      "reason": reason})
