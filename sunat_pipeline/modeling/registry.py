@@ -64,17 +64,28 @@ def client(settings: Settings):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     key = _store_identity(uri)
-    c = _CLIENTS.get(key) if key is not None else None
+    c = _recall(_CLIENTS, key) if key is not None else None
     if c is None:
         c = MlflowClient(uri)
         key = _store_identity(uri)  # the client created a new SQLite file
         if key is not None:
-            _CLIENTS[key] = c
-            while len(_CLIENTS) > _CLIENTS_KEPT:
-                _CLIENTS.popitem(last=False)
-    else:
-        _CLIENTS.move_to_end(key)
+            _remember(_CLIENTS, key, c, _CLIENTS_KEPT)
     return c
+
+
+def _recall(cache: OrderedDict, key):
+    """The cached value of ``key`` (now the most recently used), or None."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    return None
+
+
+def _remember(cache: OrderedDict, key, value, kept: int) -> None:
+    """Cache ``value``, dropping the least recently used beyond ``kept`` entries."""
+    cache[key] = value
+    while len(cache) > kept:
+        cache.popitem(last=False)
 
 
 def experiment_url(experiment_id: str, ui: str = "http://localhost:5000") -> str:
@@ -123,16 +134,12 @@ def _load(settings: Settings, mv):
 
     key = (_store_identity(settings.tracking_uri), settings.registered_model, str(mv.version), mv.run_id,
            mv.source, mv.creation_timestamp)
-    model = _MODELS.get(key)
+    model = _recall(_MODELS, key)
     if model is None:
         client(settings)
         model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model}/{mv.version}").unwrap_python_model(
         ).model
-        _MODELS[key] = model
-        while len(_MODELS) > _MODELS_KEPT:
-            _MODELS.popitem(last=False)
-    else:
-        _MODELS.move_to_end(key)
+        _remember(_MODELS, key, model, _MODELS_KEPT)
     return model
 
 
