@@ -28,6 +28,7 @@ from sklearn.metrics import roc_auc_score
 
 from sunat_pipeline.selection.output import read_scored
 from sunat_pipeline.settings import get_settings
+from sunat_sim.inspection import first_findings
 from sunat_sim.world import load_world_config, truth_dir
 
 CATCH_WINDOW_DAYS = 7  # "catches half of a scheme's frauds": over a trailing window, daily counts are small
@@ -42,12 +43,7 @@ def run_items(lake: Path) -> pd.DataFrame:
     truth = pd.read_parquet(truth_dir(lake) / "items.parquet",
                             columns=["declaration_id", "item_no", "is_fraud", "mechanism", "scheme",
                                      "revenue_at_stake_usd"])
-    files = sorted((s.landing / "enforcement").glob("enforcement__*__insp-*.csv"))
-    rec = pd.concat([pd.read_csv(f, dtype={"declaration_id": str, "record_id": str}) for f in files],
-                    ignore_index=True) if files else pd.DataFrame(
-        columns=["record_id", "declaration_id", "item_no", "result", "revenue_recovered_usd"])
-    first = rec[~rec.record_id.astype(str).str.endswith("-C")][["declaration_id", "item_no", "result",
-                                                                "revenue_recovered_usd"]]
+    first = first_findings(s)
     m = sc.merge(truth, on=["declaration_id", "item_no"], how="left").merge(first, on=["declaration_id", "item_no"],
                                                                             how="left")
     m["day"] = pd.to_datetime(m.declaration_date).dt.strftime("%Y-%m-%d")

@@ -78,6 +78,7 @@ def run(settings: Settings, history_days: int = 180, live_days: int = 14, per_da
 def truth_table(settings: Settings) -> pd.DataFrame:
     """Per scored day, what really happened (ground truth): frauds present, caught, missed, revenue at stake and
     recovered. Evaluation only: the pipeline never sees these figures."""
+    from sunat_sim.inspection import first_findings
     from sunat_sim.world import truth_dir
 
     runs = sorted((settings.gold / "score_runs").glob("declaration_date=*/run.json"))
@@ -87,12 +88,7 @@ def truth_table(settings: Settings) -> pd.DataFrame:
         return pd.DataFrame()
     truth = pd.read_parquet(tpath)
     truth = truth[pd.to_datetime(truth.declaration_date).dt.strftime("%Y-%m-%d").isin(days)]
-    files = sorted((settings.landing / "enforcement").glob("enforcement__*__insp-*.csv"))
-    rec = pd.concat([pd.read_csv(f, dtype={"declaration_id": str}) for f in files], ignore_index=True) if files \
-        else pd.DataFrame(columns=["record_id", "declaration_id", "item_no", "result", "revenue_recovered_usd"])
-    first = rec[~rec.record_id.astype(str).str.endswith("-C")]
-    m = truth.merge(first[["declaration_id", "item_no", "result", "revenue_recovered_usd"]],
-                    on=["declaration_id", "item_no"], how="left")
+    m = truth.merge(first_findings(settings), on=["declaration_id", "item_no"], how="left")
     m["day"] = pd.to_datetime(m.declaration_date).dt.strftime("%Y-%m-%d")
     m["caught"] = m.is_fraud & (m.result == "FRAUD")
     m["inspected"] = m.result.notna()

@@ -26,6 +26,20 @@ log = logging.getLogger(__name__)
 STREAM = S_PIPELINE_INSPECT  # random stream of the simulator (the legacy history's is another)
 
 
+FINDING_COLUMNS = ["declaration_id", "item_no", "result", "revenue_recovered_usd"]
+
+
+def first_findings(settings: Settings) -> pd.DataFrame:
+    """What the simulated inspections of the pipeline's selections found, as first reported (a later correction
+    does not change what an inspection caught): one row per inspected item."""
+    files = sorted((settings.landing / "enforcement").glob("enforcement__*__insp-*.csv"))
+    if not files:
+        return pd.DataFrame(columns=FINDING_COLUMNS)
+    rec = pd.concat([pd.read_csv(f, dtype={"declaration_id": str, "record_id": str}) for f in files],
+                    ignore_index=True)
+    return rec[~rec.record_id.astype(str).str.endswith("-C")][FINDING_COLUMNS].reset_index(drop=True)
+
+
 def inspect_day(settings: Settings, day: date) -> dict:
     scored_path = settings.scored_dir / f"declaration_date={day.isoformat()}" / "part-0.parquet"
     if not scored_path.exists():
