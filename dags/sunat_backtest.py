@@ -26,6 +26,7 @@ from airflow.sdk import Param, dag, task
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=timedelta(hours=9),  # the task's 4 h and one retry
     # A retry resumes: runs that finished are reused from the run's folder.
     default_args={"owner": "risk-targeting", "retries": 1, "retry_delay": timedelta(minutes=1)},
     params={

@@ -1,7 +1,10 @@
 """
 ### SUNAT daily risk targeting
 
-One run per day of declarations (the run's logical date, or the `date` param to re-run a day):
+One run per day of declarations, at 06:00 America/Lima (`operations.daily_at`, `operations.timezone`) for the
+previous day (the day before the end of its data interval; the `date` param re-runs a given day). Missed days are
+caught up in order, one run at a time; `airflow backfill create` runs a range. A run not done by
+`operations.deadline_at` alerts, and every failure posts to the `sunat_alerts` webhook (docs/operations.md).
 
 1. **ingest_&lt;source&gt;**: every extract landed up to the day is kept in bronze (byte-for-byte, with a
    manifest) or quarantined with a report after its Great Expectations suite; accepted rows upsert silver.
@@ -16,7 +19,9 @@ One run per day of declarations (the run's logical date, or the `date` param to 
    rule-weights version, used by the next day's scoring (docs/feedback.md).
 6. **kpi_report**: the day's KPIs (gold/kpi/), drift against the training data (a retraining request past
    the threshold) and an HTML report with plots at gold/reports/report_DATE.html (docs/kpi.md).
-7. **report**: one line per stage with counts, and the path of the HTML report.
+7. **drift_request**: publishes the drift-request asset when the day asked for a retraining (it starts
+   `sunat_retrain`); skipped otherwise.
+8. **report**: one line per stage with counts, and the path of the HTML report.
 
 Tasks pass only small summaries through XCom; the data stays in the lake (`SUNAT_LAKE_ROOT`).
 Re-running a day is safe: every write replaces a partition atomically and the outputs are reproduced.
@@ -24,36 +29,43 @@ Re-running a day is safe: every write replaces a partition atomically and the ou
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, Param, dag, task
 
-from airflow.sdk import Param, dag, task
-
-from sunat_pipeline.orchestration.assets import MODEL, OFFENCES, RULE_WEIGHTS, SCORED, SILVER
+from sunat_pipeline.orchestration import alerts, hygiene, schedule
+from sunat_pipeline.orchestration.assets import DRIFT_REQUEST, MODEL, OFFENCES, RULE_WEIGHTS, SCORED, SILVER
+from sunat_pipeline.settings import get_settings
 
 # The landing contract's sources (sunat_pipeline/ingest/sources.py; tests/test_dags.py keeps them equal).
 SOURCES = ("customs", "tax", "enforcement", "reference_prices", "exchange_rates", "permits")
-DEFAULT_ARGS = {"owner": "risk-targeting", "retries": 2, "retry_delay": timedelta(seconds=30)}
-
-
-def _day(context) -> str:
-    return context["params"].get("date") or context["ds"]
+OPS = get_settings().operations
 
 
 def _date(context):
-    from datetime import date
+    return schedule.processing_day(context, OPS.timezone)
 
-    return date.fromisoformat(_day(context))
+
+def _day(context) -> str:
+    return _date(context).isoformat()
 
 
 @dag(
     dag_id="sunat_daily",
-    schedule="@daily",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    schedule=schedule.daily_timetable(OPS),
+    start_date=schedule.start_date(OPS),
+    catchup=True,
+    **hygiene.dag_args(OPS),
+    # A scheduled run is queued at daily_at: still going at deadline_at local time, it alerts. (Not from the
+    # logical date: a REST or asset-triggered run has none, and Airflow then fails to create the run.)
+    deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT,
+                           interval=schedule.deadline_after_run(OPS),
+                           callback=AsyncCallback(alerts.deadline_missed,
+                                                  kwargs={"conn_id": OPS.alerts_conn_id,
+                                                          "deadline": OPS.deadline_at.isoformat()}))
+    if OPS.deadline_alert else None,
+    default_args=hygiene.default_args(OPS),
     params={"date": Param(None, type=["null", "string"], format="date",
-                          description="Day to process (YYYY-MM-DD); defaults to the run's logical date")},
+                          description="Day to process (YYYY-MM-DD); default: the day before the run's data "
+                                      "interval ends (local time)")},
     tags=["sunat", "daily", "risk-targeting"],
     doc_md=__doc__,
 )
@@ -67,7 +79,6 @@ def sunat_daily():
         from sunat_pipeline import daily
         from sunat_pipeline.ingest import data_docs_index
         from sunat_pipeline.logs import setup
-        from sunat_pipeline.settings import get_settings
 
         setup()
         settings = get_settings()
@@ -80,26 +91,27 @@ def sunat_daily():
     def reconcile(ingested: list[dict], **context) -> dict:
         from sunat_pipeline import daily
         from sunat_pipeline.logs import setup
-        from sunat_pipeline.settings import get_settings
 
         setup()
-        return daily.reconcile(get_settings(), _date(context), ingested)
+        # A file in neither bronze nor quarantine stays so on a retry (reconcile only reads): fail at once.
+        with hygiene.fail_fast(RuntimeError):
+            return daily.reconcile(get_settings(), _date(context), ingested)
 
-    @task(outlets=[MODEL], retries=1)
+    @task(outlets=[MODEL], retries=1, **hygiene.champion_task(OPS))
     def train_if_due(recon: dict, **context) -> dict:
         from sunat_pipeline import daily
         from sunat_pipeline.logs import setup
-        from sunat_pipeline.settings import get_settings
+        from sunat_pipeline.modeling.train import NotEnoughLabels
 
         setup()
-        r = daily.train_if_due(get_settings(), _date(context))
+        with hygiene.fail_fast(NotEnoughLabels):
+            r = daily.train_if_due(get_settings(), _date(context), drift_requests=False)
         return {k: v for k, v in r.items() if k in ("trained", "version", "promoted", "reason", "run_id")}
 
     @task(outlets=[SCORED], inlets=[MODEL, RULE_WEIGHTS])
     def score(trained: dict, **context) -> dict:
         from sunat_pipeline import daily
         from sunat_pipeline.logs import setup
-        from sunat_pipeline.settings import get_settings
 
         setup()
         return daily.score(get_settings(), _date(context))
@@ -108,7 +120,6 @@ def sunat_daily():
     def feedback(scored: dict, **context) -> dict:
         from sunat_pipeline import daily
         from sunat_pipeline.logs import setup
-        from sunat_pipeline.settings import get_settings
 
         setup()
         return daily.feedback(get_settings(), _date(context))
@@ -117,10 +128,18 @@ def sunat_daily():
     def kpi_report(fed: dict, **context) -> dict:
         from sunat_pipeline import daily
         from sunat_pipeline.logs import setup
-        from sunat_pipeline.settings import get_settings
 
         setup()
         return daily.kpi_report(get_settings(), _date(context))
+
+    @task(outlets=[DRIFT_REQUEST])
+    def drift_request(kpis: dict, **context) -> None:
+        """Publish the drift-request asset (it schedules sunat_retrain) when the day asked for a retraining."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not kpis["retrain_requested"]:
+            raise AirflowSkipException("no retraining requested")
+        context["outlet_events"][DRIFT_REQUEST].extra = {"day": _day(context)}
 
     @task
     def report(recon: dict, trained: dict, scored: dict, fed: dict, kpis: dict, **context) -> None:
@@ -144,7 +163,9 @@ def sunat_daily():
     trained = train_if_due(recon)
     scored = score(trained)
     fed = feedback(scored)
-    report(recon, trained, scored, fed, kpi_report(fed))
+    kpis = kpi_report(fed)
+    drift_request(kpis)
+    report(recon, trained, scored, fed, kpis)
 
 
 sunat_daily()

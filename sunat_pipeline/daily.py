@@ -36,10 +36,12 @@ def reconcile(settings: Settings, day: date, ingested: list[dict]) -> dict:
     return {**ing.reconcile(settings, day), "rejected": [f for i in ingested for f in i["rejected"]]}
 
 
-def train_if_due(settings: Settings, day: date) -> dict:
+def train_if_due(settings: Settings, day: date, drift_requests: bool = True) -> dict:
+    """``drift_requests``: honour drift monitoring's retraining requests here (off under Airflow: a request
+    starts the ``sunat_retrain`` DAG through its asset)."""
     from sunat_pipeline.modeling import train
 
-    r = train.train_if_due(settings, day)
+    r = train.train_if_due(settings, day, drift_requests=drift_requests)
     return {k: v for k, v in r.items() if k in ("trained", "version", "promoted", "reason", "run_id", "decision",
                                                  "metrics")}
 

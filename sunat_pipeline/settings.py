@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import date, time
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -79,6 +80,9 @@ class SelectionSettings(BaseModel):
     rule_weights: Literal["learned", "file"] = Field(
         "learned", description="rule weights: the latest version learned from the outcomes before the day, or the "
         "rules file's own weights")
+    combine: Literal["stacked", "model"] = Field(
+        "stacked", description="with the model scorer: rank by the model and the learned rule weights stacked in "
+        "log-odds (feedback/stacking.py), or by the model alone")
     mandatory_rules: bool = Field(True, description="mandatory rules select first (the law); off only for a pure "
                                   "random baseline")
 
@@ -166,6 +170,14 @@ class FeedbackSettings(BaseModel):
     prior_misses: float = 8.0
     max_step: float = 0.25
     decay: float = 0.98
+    # Model and rules stacked (feedback/stacking.py, docs/selection.md).
+    stack_window_days: int = Field(56, ge=1, description="days of inspected items the stack is fitted on")
+    stack_min_outcomes: int = Field(200, ge=1, description="fewer inspected items than this: the prior stack")
+    stack_min_frauds: int = Field(20, ge=1, description="fewer frauds among them than this: the prior stack")
+    stack_rule_prior: float = Field(0.5, ge=0, description="prior weight of each risk area's rule evidence")
+    stack_rule_min: float = Field(0.1, ge=0, description="least weight of a risk area: rules never lose their say")
+    stack_prior_sd: float = Field(1.0, gt=0, description="prior standard deviation of every stack coefficient")
+    stack_max_ipw: float = Field(20.0, ge=1, description="cap of the inverse selection probability weights")
 
 
 class MonitoringSettings(BaseModel):
@@ -186,6 +198,33 @@ class MonitoringSettings(BaseModel):
     cooldown_days: int = Field(7, ge=0, description="at most one retraining request per this many days")
     min_green_sample: int = Field(5, ge=1, description="random selections below the exploitation cut needed "
                                   "before the GREEN fraud estimate uses only them (else all random selections)")
+    exploration_window_days: int = Field(28, ge=1, description="KPI exploration table: trailing days of reported "
+                                         "outcomes beside the day's")
+    new_importer_days: int = Field(30, ge=1, description="KPI discoveries: an importer whose first declaration is "
+                                   "at most this many days before a declaration is new to customs")
+
+
+class OperationsSettings(BaseModel):
+    """How the DAGs run under Airflow's scheduler (docs/operations.md): schedules, timeouts, pool, alerts."""
+
+    timezone: str = Field("America/Lima", description="zone of the run times, the deadline and the day a run "
+                          "processes")
+    start_date: date = Field(date(2026, 1, 1), description="first day the daily DAG processes; missed days since "
+                             "then are caught up one run at a time")
+    daily_at: time = Field(time(6, 0), description="local time of the daily run; it processes the previous day")
+    deadline_at: time = Field(time(10, 0), description="local time by which a day's run must be done, else an "
+                              "alert (a deadline past midnight is not supported)")
+    deadline_alert: bool = Field(True, description="attach the deadline alert to the daily DAG (the embedded "
+                                 "`airflow dags test` runs turn it off: Airflow 3.3 fails them when it is set)")
+    retrain_cron: str = Field("0 3 * * 0", description="local cron of the weekly retraining (also started by a "
+                              "drift request)")
+    task_timeout_min: int = Field(60, ge=1, description="execution timeout of each task")
+    train_timeout_min: int = Field(180, ge=1, description="execution timeout of a task that trains")
+    dagrun_timeout_h: float = Field(12, gt=0, description="a daily or retraining run taking longer fails")
+    champion_pool: str = Field("sunat_champion", description="one-slot pool of every task that can move the "
+                               "champion alias")
+    alerts_conn_id: str = Field("sunat_alerts", description="Airflow connection of the alert webhook (its host is "
+                                "the URL, or extra {'url': ...}); absent: alerts are only logged")
 
 
 class Settings(BaseSettings):
@@ -197,6 +236,8 @@ class Settings(BaseSettings):
     airflow_db_url: str | None = None  # embedded Airflow's metadata DB; default SQLite in the Airflow home
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "sunat-risk"
+    mlflow_ui_url: str = Field("http://localhost:5000", description="MLflow UI that the Airflow risk pages link "
+                               "to (make ui serves it there)")
     registered_model: str = "sunat_risk_model"
     seed: int = 42
     rules_file: Path | None = None
@@ -206,6 +247,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    operations: OperationsSettings = OperationsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -254,6 +296,11 @@ class Settings(BaseSettings):
     @property
     def scored_dir(self) -> Path:
         return self.gold / "scored_declarations"
+
+    @property
+    def retrain_requests_dir(self) -> Path:
+        """Drift monitoring's retraining requests (reporting/retrain.py; the DRIFT_REQUEST asset)."""
+        return self.gold / "monitoring" / "retrain_requests"
 
     @property
     def rules_path(self) -> Path:

@@ -39,7 +39,7 @@ def run_items(lake: Path) -> pd.DataFrame:
     """Scored live items of a run with their channel, truth and first inspection result."""
     s = get_settings(lake_root=lake)
     sc = read_scored(s, columns=["declaration_id", "item_no", "declaration_date", "customs_office", "channel",
-                                 "selection_reason", "fraud_probability"])
+                                 "selection_reason", "fraud_probability", "model_fraud_probability"])
     truth = pd.read_parquet(truth_dir(lake) / "items.parquet",
                             columns=["declaration_id", "item_no", "is_fraud", "mechanism", "scheme",
                                      "revenue_at_stake_usd"])
@@ -113,7 +113,45 @@ def scorer_quality(m: pd.DataFrame) -> dict:
     top = m.assign(r=m.groupby("day").fraud_probability.rank(ascending=False, method="first"),
                    n=m.groupby("day").fraud_probability.transform("size"))
     top = top[top.r <= np.ceil(TOP_SHARE * top.n)]
-    return {"roc_auc_all_items": _round(auc), "precision_at_10_all_items": _ratio(top.is_fraud.sum(), len(top))}
+    out = {"roc_auc_all_items": _round(auc), "precision_at_10_all_items": _ratio(top.is_fraud.sum(), len(top))}
+    if "model_fraud_probability" in m and m.model_fraud_probability.notna().all() and 0 < y.sum() < len(y):
+        # the champion alone, before the rules are stacked on it (docs/selection.md)
+        out["model_roc_auc_all_items"] = _round(roc_auc_score(y, m.model_fraud_probability.to_numpy(dtype=float)))
+    return out
+
+
+def gate_agreement(lake: Path) -> dict:
+    """Each champion/challenger decision of the run beside the one the truth would make: the same rule
+    (``train.promotion``, the same margin) on the true share of fraud revenue at stake each model's top 10% of
+    ALL the holdout days' items captures (the gate leaves both models' scores under gold/champion_gate/)."""
+    import json
+
+    from sunat_pipeline.modeling.gate import _top
+    from sunat_pipeline.modeling.train import promotion
+
+    s = get_settings(lake_root=lake)
+    truth = pd.read_parquet(truth_dir(lake) / "items.parquet",
+                            columns=["declaration_id", "item_no", "is_fraud", "revenue_at_stake_usd"])
+    rows = []
+    for d in sorted((s.gold / "champion_gate").glob("training_date=*")):
+        if not (d / "items.parquet").exists() or not (d / "decision.json").exists():
+            continue
+        dec = json.loads((d / "decision.json").read_text())
+        f = pd.read_parquet(d / "items.parquet").merge(truth, on=["declaration_id", "item_no"], how="left")
+        rev = np.where(f.is_fraud.fillna(False).astype(bool), f.revenue_at_stake_usd.fillna(0), 0.0)
+        share = {k: float(rev[_top(f[k].to_numpy())].sum() / rev.sum()) if rev.sum() else 0.0
+                 for k in ("challenger", "champion")}
+        truly, _ = promotion(share["challenger"], share["champion"], dec.get("promotion_margin", 0.0))
+        rows.append({"training_date": d.name.split("=", 1)[1], "method": dec.get("all_traffic", {}).get("method"),
+                     "promoted": bool(dec["promoted"]), "truth_promotes": bool(truly),
+                     "challenger_true_share": round(share["challenger"], 4),
+                     "champion_true_share": round(share["champion"], 4)})
+    agree = [r["promoted"] == r["truth_promotes"] for r in rows]
+    return {"decisions": len(rows), "agree": int(sum(agree)), "agreement": _ratio(sum(agree), len(rows)),
+            "by_method": {m: {"decisions": sum(r["method"] == m for r in rows),
+                              "agree": sum(a for r, a in zip(rows, agree, strict=True) if r["method"] == m)}
+                          for m in sorted({str(r["method"]) for r in rows})},
+            "gates": rows}
 
 
 def online_vs_truth(lake: Path, d: pd.DataFrame) -> dict:
@@ -152,7 +190,7 @@ def run_metrics(lake: Path) -> dict:
         "revenue_at_stake_usd": round(float(frauds.revenue_at_stake_usd.sum()), 2),
         "norm_rev": _ratio(day.stake_caught_usd.sum(), day.oracle_usd.sum()),
         "by_mechanism": mech, "by_reason": reasons, "schemes": scheme_detection(m, Path(lake)),
-        "scorer": scorer_quality(m), "online": online_vs_truth(Path(lake), d),
+        "scorer": scorer_quality(m), "online": online_vs_truth(Path(lake), d), "gate": gate_agreement(Path(lake)),
         "daily": day.round(2).to_dict("list"),
     }
 

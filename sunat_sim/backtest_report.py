@@ -24,6 +24,8 @@ TABLE_COLUMNS = {"hit_rate": "hit rate", "frauds_caught": "frauds caught", "reca
                  "revenue_recovered_usd": "revenue recovered (USD)", "norm_rev": "Norm-Rev",
                  "scorer_roc_auc_all_items": "scorer ROC-AUC (all items)",
                  "scorer_precision_at_10_all_items": "scorer precision@10% (all items)",
+                 "model_roc_auc_all_items": "champion alone ROC-AUC (all items)",
+                 "gate_agreement": "champion/challenger agrees with truth",
                  "efficiency_index_est": "efficiency index (pipeline)", "efficiency_index_true": "lift (truth)",
                  "green_fraud_rate_est": "GREEN fraud rate (pipeline)", "green_fraud_rate_true": "GREEN fraud (truth)"}
 
@@ -160,6 +162,8 @@ def _child_metrics(m: dict) -> dict[str, float]:
             if s.get(f) is not None:
                 out[f"scheme_{k}_{f}"] = s[f]
     out.update({f"recall_{k}": v["recall"] for k, v in m["by_mechanism"].items() if v["recall"] is not None})
+    if m.get("gate", {}).get("agreement") is not None:
+        out.update({"gate_decisions": m["gate"]["decisions"], "gate_agreement": m["gate"]["agreement"]})
     return {k: float(v) for k, v in out.items()}
 
 
@@ -199,7 +203,7 @@ def log_mlflow(settings, summary: dict, json_path: Path, html_path: Path) -> str
 
 def format_table(summary: dict) -> str:
     """The per-policy table and the bars, as printed at the end of a backtest."""
-    t = pd.DataFrame(summary["policies"]).T[list(TABLE_COLUMNS)[:5] + ["scorer_roc_auc_all_items"]]
+    t = pd.DataFrame(summary["policies"]).T[list(TABLE_COLUMNS)[:5] + ["scorer_roc_auc_all_items", "gate_agreement"]]
     lines = ["Per policy (means over seeds, ground truth):", t.to_string(float_format=lambda x: f"{x:,.3f}")]
     lines.append("Bars:")
     lines += [f"  {'PASS' if b['pass'] else 'FAIL'}  {b['bar']}: {b.get('value')} {b.get('ci95', '')}"

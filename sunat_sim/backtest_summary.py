@@ -41,6 +41,10 @@ def policy_table(runs: dict[str, dict[int, dict]], live_days: int) -> dict[str, 
         row["scorer_roc_auc_all_items"] = _mean([by_seed[s]["scorer"]["roc_auc_all_items"] for s in seeds])
         row["scorer_precision_at_10_all_items"] = _mean(
             [by_seed[s]["scorer"]["precision_at_10_all_items"] for s in seeds])
+        row["model_roc_auc_all_items"] = _mean([by_seed[s]["scorer"].get("model_roc_auc_all_items") for s in seeds])
+        gates = [by_seed[s].get("gate", {}) for s in seeds]
+        n_gate, n_agree = sum(g.get("decisions", 0) for g in gates), sum(g.get("agree", 0) for g in gates)
+        row["gate_decisions"], row["gate_agreement"] = n_gate, (round(n_agree / n_gate, 4) if n_gate else None)
         for k in ("efficiency_index_est", "efficiency_index_true", "green_fraud_rate_est", "green_fraud_rate_true"):
             row[k] = _mean([by_seed[s]["online"][k] for s in seeds])
         mechs = sorted({m for s in seeds for m in by_seed[s]["by_mechanism"]})
@@ -133,4 +137,10 @@ def bars(table: dict, comps: list[dict]) -> list[dict]:
         r = c["revenue_recovered_usd"]
         out.append({"bar": "hybrid costs at most 5% of hybrid_no_explore's revenue recovered", "value": r["ratio"],
                     "ci95": r["ci95"], "pass": bool(r["ratio"] is not None and r["ratio"] >= 0.95)})
+    for p in ("hybrid", "hybrid_no_explore", "exploit"):
+        if table.get(p, {}).get("gate_decisions"):
+            a = table[p]["gate_agreement"]
+            out.append({"bar": f"{p}: champion/challenger decisions agree with the truth's (revenue at 10% on all "
+                        "items) in >= 80% of the retrainings", "value": a, "n": table[p]["gate_decisions"],
+                        "pass": bool(a is not None and a >= 0.8)})
     return out

@@ -62,7 +62,7 @@ def test_one_audit_record_per_decision_with_its_provenance(world):
     assert set(a.model_version) == {"1"} and set(a.rule_weights_version) == {"rw-initial"}
     assert set(a.config_sha256) == {w.run["config_sha256"]} and set(a.rules_sha256) == {w.run["rules_sha256"]}
     assert all(list(b) == w.run["input_batches"] and len(b) for b in a.input_batches)
-    assert set(a.schema_version) == {output.SCHEMA_VERSION} == {"4"}
+    assert set(a.schema_version) == {output.SCHEMA_VERSION} == {"5"}
     # The audit agrees with the scored output, declaration by declaration.
     first = scored.drop_duplicates("declaration_id").set_index("declaration_id")
     aa = a.set_index("declaration_id")
@@ -80,10 +80,12 @@ def test_scored_output_carries_reasons_and_the_new_columns(world):
     assert all(len(r) > 0 for r in sel.reasons)
     first = sel.groupby("declaration_id").reasons.first()
     notes = {"random": "random quality-control selection", "exploration": "exploration: model uncertain",
-             "exploitation": "model: ", "mandatory_rule": "mandatory rule "}
+             "exploitation": ("model: ", "model and rules: "), "mandatory_rule": "mandatory rule "}
     for did, reasons in first.items():
         why = sel.selection_reason[sel.declaration_id == did].iat[0]
         assert reasons[0].startswith(notes[why]), reasons
+    # the stacked risk score ranks; the model's own probability is kept beside it
+    assert scored.model_fraud_probability.between(0, 1).all()
     assert ((scored.channel == "GREEN") == (scored.selection_basis == "none")).all()
     assert (scored.groupby("declaration_id").declaration_fraud_probability.nunique() == 1).all()
 

@@ -213,3 +213,24 @@ def test_bag_members_on_their_own_rows_only_above_the_cap():
     assert capped._member_rows(600, 1).shape == (200,) and capped._member_rows(150, 1) is None
     assert not np.array_equal(capped._member_rows(600, 1), capped._member_rows(600, 2))
     pd.testing.assert_frame_equal(capped.predict(X), RiskModel(max_member_rows=200, **kw).fit(X, y).predict(X))
+
+
+def test_a_training_that_fails_to_register_is_not_counted_and_the_retry_trains(trained, monkeypatch):
+    """Registering (or promoting) happens inside the MLflow run: when it fails the run ends FAILED, so the day
+    stays untrained and the task's retry trains again instead of skipping with "already trained"."""
+    s, _, _ = trained
+    day = LEARNABLE_WORLD.live_dates[2] + pd.Timedelta(days=1).to_pytimedelta()
+    before = registry.last_training_date(s)
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("registry unreachable")
+
+    monkeypatch.setattr(registry, "register", broken)
+    with pytest.raises(ConnectionError):
+        train.train_if_due(s, day, force=True)
+    failed = registry.client(s).search_runs([registry.experiment(s)], f"tags.training_date = '{day.isoformat()}'")
+    assert [r.info.status for r in failed] == ["FAILED"]
+    assert registry.runs_for(s, day) == [] and registry.last_training_date(s) == before
+    monkeypatch.undo()
+    again = train.train_if_due(s, day, force=True)
+    assert again["trained"] and registry.last_training_date(s) == day

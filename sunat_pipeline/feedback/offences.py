@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from sunat_pipeline import ingest
 from sunat_pipeline.features.build import build_features, item_frame
+from sunat_pipeline.feedback import stacking
 from sunat_pipeline.feedback.weights import (
     INITIAL,
     derive,
@@ -335,6 +336,7 @@ def update(settings: Settings, day: date) -> dict:
     added = now[~_key(now).isin(set(_key(was)))]
     removed = was[~_key(was).isin(set(_key(now)))]
     weights, evidence, old, method = derive(settings, day, prev, added, removed)
+    stack = stacking.fit(settings, day, now, load_rules(settings.rules_path))
 
     rep = pd.to_datetime(new.reported_date).dt.date
     keys = sorted(_key(new))
@@ -348,7 +350,7 @@ def update(settings: Settings, day: date) -> dict:
                           "revenue_recovered_usd": round(float(now.revenue_recovered_usd.sum()), 2),
                           "pipeline": int((now.selection_reason != "legacy").sum())},
            "records_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
-           "method": method}
+           "method": method, "stack": stack}
     if write_version(settings, rec) and rerun:
         log.warning("feedback %s: re-deriving %s gave different content; rewrote it", day, version)
     summary = {"version": version, "previous": prev, "rerun": rerun, "outcomes": int(len(new)),

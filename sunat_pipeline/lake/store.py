@@ -1,7 +1,9 @@
 """The lake on disk: atomic writers, the one reader of partitioned tables, hashing.
 
-Readers never see a half-written file: everything is written to a temporary name in the same folder
-and moved into place with ``os.replace`` (atomic on POSIX filesystems).
+Readers never see a half-written file: everything is written to a temporary name in the same folder, flushed
+to disk (fsync) and moved into place with ``os.replace`` (atomic on POSIX filesystems), and the folder is
+flushed so the rename survives a crash. ``replace_partition`` replaces a whole partition the same way: a writer
+killed at any instant leaves the old partition or the new one visible, never nothing.
 
 Partitioned tables follow the hive convention, ``<table>/<key>=YYYY-MM-DD/*.parquet``, with the key in the
 path only (``write_partition``), so pandas, pyarrow, DuckDB and Spark read a table folder as one table;
@@ -27,6 +29,15 @@ import pyarrow.parquet as pq
 from pyarrow.fs import LocalFileSystem
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's content to disk (a folder: the names in it, so a rename survives a crash)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,13 +48,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Write one Parquet file atomically; the bytes depend only on the frame (no timestamps)."""
+    """Write one Parquet file atomically and durably; the bytes depend only on the frame (no timestamps)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(df, preserve_index=False)
@@ -51,26 +63,92 @@ def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
     os.close(fd)
     try:
         pq.write_table(table, tmp, compression="zstd")
+        _fsync(Path(tmp))
         os.replace(tmp, path)
+        _fsync(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def replace_partition(df: pd.DataFrame, partition_dir: Path, filename: str = "part-0.parquet") -> Path:
-    """Replace a whole partition folder atomically (a re-run leaves exactly one file, never two)."""
+# renameat2(2) with RENAME_EXCHANGE swaps two paths atomically (Linux 3.15+, glibc 2.28+; ext4, xfs, btrfs, tmpfs).
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap folders ``a`` and ``b`` in one atomic step; False where the system or filesystem cannot."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def recover_partition(partition_dir: Path) -> None:
+    """Undo what a writer killed inside ``replace_partition`` left: its staging folders and temporary files are
+    removed; a partition left only under its old name (the two-rename fallback, or this module before the
+    atomic swap) is put back."""
     partition_dir = Path(partition_dir)
-    partition_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=partition_dir.parent, prefix=f".{partition_dir.name}."))
+    parent = partition_dir.parent
+    if not parent.exists():
+        return
+    leftovers = sorted(parent.glob(f".{partition_dir.name}.*"))
+    olds = [p for p in leftovers if ".old" in p.name[len(partition_dir.name) + 1:] and p.is_dir()]
+    if not partition_dir.exists() and olds:
+        os.replace(olds[-1], partition_dir)
+        _fsync(parent)
+    for p in leftovers:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    for tmp in partition_dir.glob(".*.tmp") if partition_dir.exists() else []:
+        tmp.unlink(missing_ok=True)
+
+
+def replace_partition(df: pd.DataFrame, partition_dir: Path, filename: str = "part-0.parquet") -> Path:
+    """Replace a whole partition folder: afterwards ``filename`` is its only file (a re-run leaves exactly one
+    file, never two). Crash-safe: at every instant a reader sees the old partition or the new one, never
+    nothing and never both, and the data is on disk (fsync) before it becomes visible:
+
+    - a partition that holds only ``filename`` (the usual re-run): the file is replaced in place by one atomic
+      rename;
+    - a new partition: built in a hidden staging folder, then renamed into place;
+    - a partition with other files: the staging folder and the partition are swapped in one atomic step
+      (``renameat2`` ``RENAME_EXCHANGE``; where the filesystem lacks it, the new file replaces in place and the
+      other files are removed after it: a reader may briefly see both).
+
+    What a killed writer leaves behind is cleaned by the next write (``recover_partition``)."""
+    partition_dir = Path(partition_dir)
+    parent = partition_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    recover_partition(partition_dir)
+    current = sorted(p.name for p in partition_dir.glob("*.parquet")) if partition_dir.exists() else None
+    if current is not None and set(current) <= {filename}:
+        write_parquet_atomic(df, partition_dir / filename)
+        return partition_dir / filename
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{partition_dir.name}."))
     try:
         write_parquet_atomic(df, staging / filename)
-        old = None
-        if partition_dir.exists():
-            old = partition_dir.with_name(f".{partition_dir.name}.old-{os.getpid()}")
-            os.replace(partition_dir, old)
-        os.replace(staging, partition_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if current is None:
+            os.rename(staging, partition_dir)
+        elif _exchange(staging, partition_dir):
+            _fsync(parent)
+        else:
+            os.replace(staging / filename, partition_dir / filename)
+            for name in current:
+                if name != filename:
+                    (partition_dir / name).unlink(missing_ok=True)
+            _fsync(partition_dir)
+        _fsync(parent)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

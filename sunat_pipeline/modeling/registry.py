@@ -100,8 +100,11 @@ def experiment(settings: Settings) -> str:
     c = client(settings)
     exp = c.get_experiment_by_name(settings.mlflow_experiment)
     if exp is None:
-        settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
-        exp_id = c.create_experiment(settings.mlflow_experiment, artifact_location=settings.mlflow_artifacts.as_uri(),
+        location = None  # a tracking server keeps the artifacts in its own (served) store
+        if not settings.tracking_uri.startswith(("http://", "https://")):
+            settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+            location = settings.mlflow_artifacts.as_uri()
+        exp_id = c.create_experiment(settings.mlflow_experiment, artifact_location=location,
                                      tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     else:
         exp_id = exp.experiment_id
@@ -114,12 +117,37 @@ def experiment(settings: Settings) -> str:
 def champion(settings: Settings, load: bool = True):
     """(model version, RiskModel) of the current champion, or (None, None); ``load=False``: (model version,
     None), for a caller that needs only the version."""
-    c = client(settings)
-    try:
-        mv = c.get_model_version_by_alias(settings.registered_model, CHAMPION)
-    except Exception:  # no registered model or no alias yet
+    mv = champion_version(settings)
+    if mv is None:
         return None, None
     return mv, _load(settings, mv) if load else None
+
+
+def champion_version(settings: Settings):
+    """The champion's model version, or None only when the registered model or its alias does not exist: any
+    other error (the tracking server down, a refused request) raises, so an outage never reads as "no champion"
+    (which would train and promote a new model on it)."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(settings)
+    name = settings.registered_model
+    try:
+        return c.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":  # no registered model yet
+            return None
+        if e.error_code != "INVALID_PARAMETER_VALUE":
+            raise
+    # "alias not found" and a malformed request share that code: the model's aliases tell them apart.
+    try:
+        aliases = c.get_registered_model(name).aliases
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    if CHAMPION in aliases:
+        raise RuntimeError(f"the {CHAMPION} alias of {name} exists but its version could not be read")
+    return None
 
 
 def load_version(settings: Settings, version: str):
@@ -143,21 +171,28 @@ def _load(settings: Settings, mv):
     return model
 
 
+# Only a training run that ended well counts as a training: a failed or killed one (FAILED, KILLED, or RUNNING
+# forever after its process died) must leave the day untrained, so the retry trains again.
+DONE = "attributes.status = 'FINISHED'"
+
+
 def runs_for(settings: Settings, asof: date) -> list:
-    """Training runs for the training date ``asof``."""
+    """Finished training runs for the training date ``asof``."""
     c = client(settings)
     exp = c.get_experiment_by_name(settings.mlflow_experiment)
     if exp is None:
         return []
-    return c.search_runs([exp.experiment_id], filter_string=f"tags.training_date = '{asof.isoformat()}'")
+    return c.search_runs([exp.experiment_id],
+                         filter_string=f"tags.training_date = '{asof.isoformat()}' and {DONE}")
 
 
 def last_training_date(settings: Settings) -> date | None:
+    """Training date of the latest finished training run."""
     c = client(settings)
     exp = c.get_experiment_by_name(settings.mlflow_experiment)
     if exp is None:
         return None
-    runs = c.search_runs([exp.experiment_id], filter_string="tags.kind = 'training'",
+    runs = c.search_runs([exp.experiment_id], filter_string=f"tags.kind = 'training' and {DONE}",
                          order_by=["tags.training_date DESC"], max_results=1)
     return date.fromisoformat(runs[0].data.tags["training_date"]) if runs else None
 
@@ -183,7 +218,18 @@ def register(settings: Settings, version: str, *, promote: bool, description: st
     for k, v in tags.items():
         c.set_model_version_tag(name, version, k, v)
     if promote:
-        c.set_registered_model_alias(name, CHAMPION, version)
+        promote_version(settings, version)
+
+
+def promote_version(settings: Settings, version: str) -> bool:
+    """Point the champion alias at ``version`` unless it already does (a retried promotion changes nothing);
+    returns whether the alias moved."""
+    mv = champion_version(settings)
+    if mv is not None and str(mv.version) == str(version):
+        log.info("version %s is already the champion of %s", version, settings.registered_model)
+        return False
+    client(settings).set_registered_model_alias(settings.registered_model, CHAMPION, str(version))
+    return True
 
 
 def pin_champion(settings: Settings, version: str) -> None:

@@ -29,13 +29,18 @@ from sunat_pipeline import ingest
 from sunat_pipeline.features.build import build_features, item_frame
 from sunat_pipeline.features.catalog import FEATURES, catalog_frame
 from sunat_pipeline.lake.store import read_partitioned, sha256_bytes
-from sunat_pipeline.modeling import registry
+from sunat_pipeline.modeling import gate, registry
 from sunat_pipeline.modeling.metrics import PRIMARY_METRIC, calibration, primary_score, targeting_report
 from sunat_pipeline.modeling.model import RiskModel, resolve_device
 from sunat_pipeline.modeling.plots import shap_values, training_plots
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+MIN_FRAUDS = 20
+
+
+class NotEnoughLabels(RuntimeError):
+    """Too few labelled frauds to train: the same data gives the same answer, so retrying is pointless."""
 
 
 def load_inputs(settings: Settings, asof: date) -> dict[str, pd.DataFrame]:
@@ -74,8 +79,12 @@ def _labelled(settings: Settings, asof: date):
     return X, meta, lab[list(customs.columns)], inp
 
 
-def train_if_due(settings: Settings, asof: date, force: bool = False, search: bool | None = None) -> dict:
+def train_if_due(settings: Settings, asof: date, force: bool = False, search: bool | None = None,
+                 drift_requests: bool = True) -> dict:
     """Train when there is no champion, the last training is old, or enough new labels arrived.
+
+    ``drift_requests``: also when drift monitoring asked for it (its request files); off under Airflow, where a
+    request is an asset event that starts the ``sunat_retrain`` DAG instead.
 
     ``search`` (default: only when forced, i.e. the weekly ``sunat_retrain`` DAG) runs the time-budgeted
     hyperparameter search; other retrainings reuse the champion's parameters, so the daily chain stays fast."""
@@ -100,7 +109,8 @@ def train_if_due(settings: Settings, asof: date, force: bool = False, search: bo
         new = ingest.silver(settings, "enforcement", upto=asof, since=last + timedelta(days=1))
         if len(new) >= settings.training.min_new_labels:
             reason = f"{len(new)} new outcomes since {last}"
-    if reason is None:  # drift past the threshold (sunat_pipeline/reporting/monitor.py) asked for a retraining
+    # Drift past the threshold (sunat_pipeline/reporting/monitor.py) asked for a retraining.
+    if reason is None and drift_requests:
         from sunat_pipeline.reporting.retrain import retrain_request
 
         reason = retrain_request(settings, asof, last)
@@ -201,8 +211,9 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual", s
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     X, meta, items, inp = _labelled(settings, asof)
-    if meta.y.sum() < 20:
-        raise RuntimeError(f"only {int(meta.y.sum())} labelled frauds by {asof}: not enough to train")
+    if meta.y.sum() < MIN_FRAUDS:
+        raise NotEnoughLabels(f"only {int(meta.y.sum())} labelled frauds by {asof}: not enough to train "
+                              f"(at least {MIN_FRAUDS})")
     cut = pd.Timestamp(asof - timedelta(days=settings.training.holdout_days))
     is_hold = (pd.to_datetime(meta.declaration_date) >= cut).to_numpy()
     tr, ho = ~is_hold, is_hold
@@ -243,8 +254,22 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual", s
         _, champ_score = primary_score(champ.predict(X[ho]), y_h, rev_h)
         decision["champion_version"] = str(mv_champ.version)
         decision["champion_" + PRIMARY_METRIC] = champ_score
-    promote, why = promotion(metrics.get(PRIMARY_METRIC, 0.0), champ_score, t.promotion_margin)
+        # Judged on all the holdout days' traffic where selection probabilities allow it (modeling/gate.py).
+        hold = inp["customs_history"]
+        hold = hold[(pd.to_datetime(hold.declaration_date) >= cut)
+                    & (pd.to_datetime(hold.declaration_date) < pd.Timestamp(asof))].reset_index(drop=True)
+        Xa = build_features(hold, **inp, taxes=settings.tax)
+        est = gate.all_traffic(settings, asof, hold, meta[ho].reset_index(drop=True),
+                               model.predict(Xa).expected_revenue_usd.to_numpy(),
+                               champ.predict(Xa).expected_revenue_usd.to_numpy())
+        decision["all_traffic"] = est
+    if champ is not None and est["method"] == "ipw_all_traffic":
+        promote, why = promotion(est["challenger_share"], est["champion_share"], t.promotion_margin)
+        why = f"{why}, estimated on all traffic by inverse propensity (difference 95% CI {est['difference_ci95']})"
+    else:
+        promote, why = promotion(metrics.get(PRIMARY_METRIC, 0.0), champ_score, t.promotion_margin)
     decision.update({"promoted": promote, "why": why})
+    gate.record_decision(settings, asof, decision)
 
     snapshot = data_snapshot(inp, X, meta, is_hold)
     registry.experiment(settings)
@@ -288,9 +313,11 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual", s
             registered_model_name=settings.registered_model)
         version = str(info.registered_model_version)
         mlflow.log_metric("promoted", float(promote))
-    registry.register(settings, version, promote=promote,
-                      description=registry.version_description(asof, metrics, decision, reason),
-                      tags={"training_date": asof.isoformat(), "champion_decision": why})
+        # Inside the run: if registering or promoting fails, the run ends FAILED and the retry trains again
+        # (only FINISHED runs count as trained, registry.runs_for).
+        registry.register(settings, version, promote=promote,
+                          description=registry.version_description(asof, metrics, decision, reason),
+                          tags={"training_date": asof.isoformat(), "champion_decision": why})
     log.info("trained version %s as of %s on %d items (holdout %d): %s=%.4f (rules %.4f, random %.4f); "
              "promoted=%s (%s)", version, asof, metrics["n_train"], metrics["n_holdout"], PRIMARY_METRIC,
              metrics.get(PRIMARY_METRIC, 0), metrics.get("rules_" + PRIMARY_METRIC, 0),

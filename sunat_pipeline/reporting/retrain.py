@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def requests_dir(settings: Settings) -> Path:
-    return settings.gold / "monitoring" / "retrain_requests"
+    return settings.retrain_requests_dir
 
 
 def _requests(settings: Settings) -> list[tuple[date, Path]]:

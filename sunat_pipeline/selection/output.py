@@ -19,7 +19,7 @@ from sunat_pipeline.lake.store import partition, read_partitioned, write_partiti
 from sunat_pipeline.settings import Settings
 
 # Adding, removing or retyping a column is a new schema version (docs/output.md), never a silent change.
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 KEY = "declaration_date"  # the partition key
 RULES_ONLY = "rules"  # the model version recorded when the rules alone scored the day (selection.scorer: rules)
 CONTRACT_COLUMNS = [
@@ -33,6 +33,7 @@ EXTRA_COLUMNS = [
     "mandatory", "revenue_if_fraud_usd",  # 1
     "selection_basis", "declaration_fraud_probability", "declaration_expected_revenue_usd", "workload_units",  # 2
     "selection_probability",  # 4
+    "model_fraud_probability",  # 5
 ]
 COLUMNS = CONTRACT_COLUMNS + EXTRA_COLUMNS
 

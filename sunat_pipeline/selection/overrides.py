@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 CHANNELS = ("RED", "YELLOW", "GREEN")
 COLUMNS = ["override_id", "declaration_id", "declaration_date", "customs_office", "channel", "channel_before",
-           "model_channel", "selection_reason", "run_id", "officer_id", "why", "recorded_at"]
+           "model_channel", "selection_reason", "run_id", "officer_id", "why", "recorded_at", "recorded_by"]
 # Columns ``attach`` adds to the offence database (null where no override was in force).
 OFFENCE_COLUMNS = {"override_id": "override_id", "channel": "override_channel",
                    "channel_before": "override_from_channel", "officer_id": "override_officer",
@@ -67,8 +67,9 @@ def load(settings: Settings, days: Iterable[date] | None = None) -> pd.DataFrame
     recs = [json.loads(f.read_text()) for d in folders if d.exists() for f in sorted(d.glob("*.json"))]
     if not recs:
         return pd.DataFrame(columns=COLUMNS)
-    return pd.DataFrame(recs)[COLUMNS].sort_values(["recorded_at", "override_id"], kind="stable").reset_index(
-        drop=True)
+    # reindex: ``recorded_by`` is absent from events recorded without a logged-in user (the command line).
+    ev = pd.DataFrame(recs).reindex(columns=COLUMNS)
+    return ev.sort_values(["recorded_at", "override_id"], kind="stable").reset_index(drop=True)
 
 
 def in_force(settings: Settings, days: Iterable[date] | date | None = None) -> pd.DataFrame:
@@ -80,8 +81,9 @@ def in_force(settings: Settings, days: Iterable[date] | date | None = None) -> p
 
 
 def record(settings: Settings, declaration_id: str, channel: str, officer: str, why: str,
-           day: date | None = None, now: datetime | None = None) -> dict:
-    """Record an officer's override of a scored declaration's channel; returns the event."""
+           day: date | None = None, now: datetime | None = None, recorded_by: str | None = None) -> dict:
+    """Record an officer's override of a scored declaration's channel; returns the event. ``recorded_by``:
+    the authenticated account that submitted it (the Airflow UI's user), kept in the event."""
     channel = str(channel).upper()
     if channel not in CHANNELS:
         raise ValueError(f"channel must be one of {CHANNELS}, got {channel!r}")
@@ -97,6 +99,8 @@ def record(settings: Settings, declaration_id: str, channel: str, officer: str, 
            "channel_before": str(current.channel.iat[0]) if len(current) else str(row.channel),
            "model_channel": str(row.channel), "selection_reason": str(row.selection_reason),
            "run_id": str(row.run_id), "officer_id": officer, "why": why, "recorded_at": recorded_at.isoformat()}
+    if recorded_by:
+        rec["recorded_by"] = str(recorded_by)
     rec = {"override_id": hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:16], **rec}
     path = partition(overrides_dir(settings), KEY, d) / \
         f"{recorded_at:%Y%m%dT%H%M%SZ}-{rec['override_id']}.json"

@@ -198,6 +198,20 @@ def _model_reasons(model, X: pd.DataFrame, frame: pd.DataFrame, top: int = 2) ->
     return out
 
 
+def _stacked(r) -> bool:
+    m = getattr(r, "model_fraud_probability", None)
+    return m is not None and pd.notna(m) and abs(float(m) - float(r.fraud_probability)) > 5e-7
+
+
+def _scorer(r) -> str:
+    """Who ranked an exploitation pick: the model alone, or the model and the rules stacked (stacking.py)."""
+    return "model and rules" if _stacked(r) else "model"
+
+
+def _model_alone(r) -> str:
+    return f"; model alone {_prob(r.model_fraud_probability)}" if _stacked(r) else ""
+
+
 def _selection_notes(decl: pd.DataFrame, rules: RuleSet, scored_by: str = "model") -> dict[str, str]:
     """The first reason of every item of a selected declaration: why the declaration was selected."""
     by_id = rules.by_id()
@@ -223,11 +237,12 @@ def _selection_notes(decl: pd.DataFrame, rules: RuleSet, scored_by: str = "model
                 f"exploration: model uncertain (fraud probability {p} +/- {_prob(u)}) about a declaration "
                 f"with {rev:,.0f} USD at stake if fraudulent")
         elif r.selection_basis == "exploitation:fraud_probability":
-            notes[r.declaration_id] = (f"model: fraud probability {p} for the declaration, ranked {r.rank_p:.0f} "
-                                       f"of {r.n_office} at office {r.customs_office} today")
+            notes[r.declaration_id] = (f"{_scorer(r)}: fraud probability {p}{_model_alone(r)} for the declaration, "
+                                       f"ranked {r.rank_p:.0f} of {r.n_office} at office {r.customs_office} today")
         else:
-            notes[r.declaration_id] = (f"model: expected revenue at stake {er:,.0f} USD (fraud probability {p}), "
-                                       f"ranked {r.rank_er:.0f} of {r.n_office} at office {r.customs_office} today")
+            notes[r.declaration_id] = (f"{_scorer(r)}: expected revenue at stake {er:,.0f} USD (fraud probability "
+                                       f"{p}{_model_alone(r)}), ranked {r.rank_er:.0f} of {r.n_office} at office "
+                                       f"{r.customs_office} today")
     return notes
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from sunat_pipeline import ingest
 from sunat_pipeline.features.build import build_features, item_frame
 from sunat_pipeline.features.history import update_profiles
+from sunat_pipeline.feedback import stacking
 from sunat_pipeline.feedback import weights as rule_weights
 from sunat_pipeline.lake.store import atomic_write_bytes
 from sunat_pipeline.modeling import registry, train
@@ -71,7 +72,8 @@ def score_day(settings: Settings, day: date) -> dict:
             model_version = str(mv.version)
         weights_version = rule_weights.version_before(settings, day) if settings.selection.rule_weights == "learned" \
             else rule_weights.INITIAL
-    weights = rule_weights.load_version(settings, weights_version)["weights"]
+    wrec = rule_weights.load_version(settings, weights_version)
+    weights = wrec["weights"]
 
     inp = train.load_inputs(settings, day)
     # Entity profiles from the daily state (gold/profiles/), extended by the outcomes reported since.
@@ -81,7 +83,13 @@ def score_day(settings: Settings, day: date) -> dict:
     rules = load_rules(settings.rules_path)
     hits = evaluate(rules, frame)
     rs = summarise(rules, hits, weights, frame)
-    pred = rules_prediction(rules, hits, weights, frame) if model is None else model.predict(X)
+    if model is None:
+        pred = rules_prediction(rules, hits, weights, frame).assign(model_fraud_probability=float("nan"))
+    elif settings.selection.combine == "stacked":  # the learned rule weights steer the ranking
+        stack = wrec.get("stack") or stacking.prior(settings, rules)
+        pred = stacking.combine(model.predict(X), stack, stacking.area_evidence(rules, rs.rule_hits.tolist(), weights))
+    else:
+        pred = model.predict(X).pipe(lambda p: p.assign(model_fraud_probability=p.fraud_probability))
     scored = pd.concat([items, pred, rs], axis=1)
 
     # Each office's capacity (explicit, else from its volume before the day), then channels per declaration

@@ -123,6 +123,10 @@ def rollup(items: pd.DataFrame, embedding: np.ndarray | None = None) -> pd.DataF
         "rule_score": g.rule_score.max(),
         "mandatory": g.mandatory.any(),
     })
+    if "model_fraud_probability" in items and items.model_fraud_probability.notna().all():
+        # the model's own probability beside the stacked one (feedback/stacking.py), for the reasons
+        lq = np.log1p(-items.model_fraud_probability.astype(float).clip(0, 0.999999))
+        d["model_fraud_probability"] = 1 - np.exp(lq.groupby(items.declaration_id.to_numpy(), sort=True).sum())
     if embedding is not None:
         emb = np.asarray(embedding, dtype=np.float64)
         if emb.shape[0] != len(items):

@@ -1,0 +1,126 @@
+"""The champion/challenger gate on all the traffic, not only on what the champion chose to inspect.
+
+The labelled holdout is what past selections inspected: mostly the champion's own top picks, so a challenger
+that ranks the same items first looks as good as it, and one that would find what the champion never looked
+at cannot show it. The gate therefore estimates, for each model, the share of the holdout days' fraud revenue
+it would capture by inspecting the top ``PRIMARY_RATE`` (10%) of **all** items of those days (ranked by its
+expected revenue), by inverse-propensity weighting: an inspected item counts ``revenue x fraud /
+selection_probability``, where the selection probability is the one the scoring run recorded for its
+declaration (1 for mandatory and exploitation picks, the sampling probability for a random pick). The random
+quality-control share gives every declaration a chance, so the estimate is unbiased (Horvitz-Thompson, as a
+ratio to the estimated total). A 95% interval of the difference comes from a bootstrap over days.
+
+It is used when the pipeline scored (and recorded selection probabilities for) at least ``MIN_COVERAGE`` of
+the holdout's items; before that (the legacy history, or a lake scored before schema 4) the gate falls back
+to the labelled holdout. Each gate writes what it compared under ``gold/champion_gate/training_date=D/``
+(every holdout item's score under both models, and the decision), so the decision can be audited and, in the
+backtest, judged against the ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from sunat_pipeline.lake.store import atomic_write_bytes, partition, write_parquet_atomic
+from sunat_pipeline.modeling.metrics import PRIMARY_RATE
+from sunat_pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+MIN_COVERAGE = 0.9  # share of the holdout's items scored with a recorded selection probability
+N_BOOT = 500
+KEY = ["declaration_id", "item_no"]
+
+
+def gate_dir(settings: Settings, asof: date):
+    return partition(settings.gold / "champion_gate", "training_date", asof)
+
+
+def _scored(settings: Settings, items: pd.DataFrame, since: date, upto: date) -> pd.DataFrame:
+    """Each item's recorded selection probability and channel (NaN / None where its day was not scored)."""
+    from sunat_pipeline.selection.output import read_scored
+
+    cols = [*KEY, "selection_probability", "channel"]
+    sc = read_scored(settings, since=since, upto=upto)
+    sc = sc.reindex(columns=cols) if len(sc) else pd.DataFrame(columns=cols)
+    sc = sc.assign(item_no=sc.item_no.astype("int64"))
+    return items[KEY].assign(item_no=items.item_no.astype("int64")).merge(sc, on=KEY, how="left")
+
+
+def _top(score: np.ndarray, k: float = PRIMARY_RATE) -> np.ndarray:
+    n = max(1, int(round(len(score) * k)))
+    top = np.zeros(len(score), dtype=bool)
+    top[np.argsort(-np.asarray(score, dtype=float), kind="stable")[:n]] = True
+    return top
+
+
+def ipw_revenue(score, value, pi) -> float:
+    """Estimated fraud revenue in the top ``PRIMARY_RATE`` of ``score`` over every item of the period
+    (Horvitz-Thompson: unbiased). ``value``: an inspected item's fraud revenue (0 for a clean or uninspected
+    one); ``pi``: its selection probability."""
+    w = np.asarray(value, float) / np.clip(np.asarray(pi, float), 1e-9, None)
+    return float(w[_top(score)].sum())
+
+
+def ipw_share(score, value, pi) -> float:
+    """``ipw_revenue`` as a share of the estimated total fraud revenue (a ratio estimator: consistent; both
+    models share the denominator, so the comparison's sign is the unbiased difference's)."""
+    total = float((np.asarray(value, float) / np.clip(np.asarray(pi, float), 1e-9, None)).sum())
+    return ipw_revenue(score, value, pi) / total if total > 0 else 0.0
+
+
+def _boot_diff(days: np.ndarray, value, pi, challenger, champion, seed: int) -> tuple[float, float]:
+    """95% interval of (challenger - champion) share, resampling whole days (the unit of selection)."""
+    uniq = np.unique(days)
+    idx = [np.flatnonzero(days == d) for d in uniq]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(N_BOOT):
+        rows = np.concatenate([idx[k] for k in rng.integers(0, len(uniq), len(uniq))])
+        v, p = value[rows], pi[rows]
+        diffs.append(ipw_share(challenger[rows], v, p) - ipw_share(champion[rows], v, p))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return round(float(lo), 6), round(float(hi), 6)
+
+
+def all_traffic(settings: Settings, asof: date, items: pd.DataFrame, labels: pd.DataFrame,
+                challenger: np.ndarray, champion: np.ndarray) -> dict:
+    """The gate's estimate on every item of the holdout days. ``items``: those items (declared columns);
+    ``labels``: the labelled ones (``KEY``, y, revenue); ``challenger``/``champion``: each model's expected
+    revenue for ``items``. Writes what it compared; returns the estimate, or ``method: labelled_holdout`` when
+    too few items carry a recorded selection probability (then the labelled holdout decides)."""
+    dates = pd.to_datetime(items.declaration_date).dt.date
+    sc = _scored(settings, items, dates.min(), dates.max()) if len(items) else _scored(settings, items, asof, asof)
+    lab = labels[[*KEY, "y", "revenue"]].assign(item_no=labels.item_no.astype("int64"))
+    f = sc.merge(lab, on=KEY, how="left").assign(declaration_date=dates.to_numpy(),
+                                                 challenger=np.asarray(challenger, float),
+                                                 champion=np.asarray(champion, float))
+    # Days whose selections are not all reported yet would count pending frauds as clean: left out.
+    sel = f.channel.isin(["RED", "YELLOW"])
+    reported = (f.y.notna() & sel).groupby(f.declaration_date).sum() / sel.groupby(f.declaration_date).sum()
+    done = set(reported[reported >= MIN_COVERAGE].index)
+    f["in_gate"] = f.declaration_date.isin(done) & f.selection_probability.notna()
+    write_parquet_atomic(f, gate_dir(settings, asof) / "items.parquet")
+    coverage = float(f.in_gate.mean()) if len(f) else 0.0
+    if coverage < MIN_COVERAGE:
+        log.info("gate %s: %.0f%% of the holdout's items were scored with a selection probability and fully "
+                 "reported: the labelled holdout decides", asof, 100 * coverage)
+        return {"method": "labelled_holdout", "coverage": round(coverage, 4), "n_items": len(f)}
+    g = f[f.in_gate]
+    value = np.where(g.y.fillna(0).to_numpy(float) > 0, g.revenue.fillna(0).to_numpy(float), 0.0)
+    pi = g.selection_probability.to_numpy(float)
+    ch, cp = ipw_share(g.challenger.to_numpy(), value, pi), ipw_share(g.champion.to_numpy(), value, pi)
+    lo, hi = _boot_diff(g.declaration_date.astype(str).to_numpy(), value, pi, g.challenger.to_numpy(),
+                        g.champion.to_numpy(), settings.seed)
+    return {"method": "ipw_all_traffic", "challenger_share": round(ch, 6), "champion_share": round(cp, 6),
+            "difference": round(ch - cp, 6), "difference_ci95": [lo, hi], "n_items": len(g),
+            "n_labelled": int(g.y.notna().sum()), "days": len(done), "coverage": round(coverage, 4)}
+
+
+def record_decision(settings: Settings, asof: date, decision: dict) -> None:
+    atomic_write_bytes(gate_dir(settings, asof) / "decision.json",
+                       json.dumps(decision, indent=2, default=str).encode())
