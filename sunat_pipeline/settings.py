@@ -66,7 +66,13 @@ class SelectionSettings(BaseModel):
     min_red: int = Field(1, ge=0, description="volume mode: least RED capacity of an office with history")
     min_yellow: int = Field(1, ge=0, description="volume mode: least YELLOW capacity of an office with history")
     random_share: float = Field(0.15, ge=0, le=1, description="share of capacity chosen at random")
-    exploration_share: float = Field(0.10, ge=0, le=1, description="share of capacity for exploration")
+    exploration_share: float = Field(0.10, ge=0, le=1, description="share of capacity for exploration (the "
+                                     "starting point of the adaptive share)")
+    exploration_adaptive: bool = Field(True, description="the exploration share follows exploration's recent hit "
+                                       "rate against the random share's, within the bounds below")
+    exploration_share_min: float = Field(0.05, ge=0, le=1, description="adaptive exploration share: lower bound")
+    exploration_share_max: float = Field(0.20, ge=0, le=1, description="adaptive exploration share: upper bound "
+                                         "(its evidence: the KPI window, monitoring.exploration_window_days)")
     workload_per_declaration: float = Field(10.0, ge=0, description="workload units of a declaration")
     workload_per_item: float = Field(5.0, ge=0, description="workload units of each of its items")
     exploitation_revenue_share: float = Field(
@@ -100,7 +106,7 @@ class SelectionSettings(BaseModel):
 # The risk model's hyperparameters (``modeling.model.RiskModel``). ``TrainingSettings`` holds their one set of
 # defaults: the model's constructor, the daily training, the first trial of every search and ``evaluate`` use them.
 MODEL_PARAMS = ("n_estimators", "max_depth", "learning_rate", "subsample", "min_child_weight", "colsample_bytree",
-                "reg_lambda", "reg_alpha", "gamma", "max_pos_weight", "max_member_rows")
+                "reg_lambda", "reg_alpha", "gamma", "max_pos_weight", "max_member_rows", "bootstrap")
 
 
 class TrainingSettings(BaseModel):
@@ -123,6 +129,8 @@ class TrainingSettings(BaseModel):
     max_pos_weight: float = Field(10.0, ge=1, description="cap of the frauds' weight against the non-frauds")
     max_member_rows: int | None = Field(500_000, ge=1, description="rows a bag member trains on at most (a random "
                                         "subset above it); None: all")
+    bootstrap: bool = Field(True, description="each bag member trains on a bootstrap resample of its rows, so the "
+                            "bag's spread is the fit's sampling uncertainty (exploration reads it), not seed noise")
     bag_size: int = Field(4, ge=1, description="XGBoost classifiers in the bag (their spread is the uncertainty)")
     promotion_margin: float = 0.0
     device: str = "cpu"

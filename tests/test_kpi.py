@@ -333,3 +333,37 @@ def test_efficiency_index_has_an_interval_per_channel_and_the_seed_index(hand):
     assert lo.iloc[0] == pytest.approx(1.55, abs=0.01) and hi.iloc[0] == pytest.approx(5.82, abs=0.02)
     lo, hi = tables.ratio_interval([3], [10], [0], [0])
     assert np.isnan(lo.iloc[0]) and np.isnan(hi.iloc[0])
+
+
+def test_report_has_exploration_and_discoveries(world):
+    from sunat_pipeline.reporting import kpi_exploration as kx
+
+    s, out = world["settings"], world["out"]
+    w = s.monitoring.exploration_window_days
+    assert "Exploration and discoveries" in report.report_path(s, D2).read_text()
+    ex = json.loads(json.dumps(out["exploration"]))  # JSON as it is: through XCom
+    assert ex["window_days"] == w and set(ex) == {"window_days", "day", f"{w}d"}
+    assert set(ex["day"]) == {"period_start", "period_end", *kx.REASONS, tables.ALL}
+    assert set(ex[f"{w}d"]["exploration"]) >= {"inspected", "hits", "hit_rate", "hit_rate_low", "ratio_vs_random",
+                                               "ratio_vs_exploitation", *kx.FLAGS}
+    # Independently: the pipeline's selected declarations with an outcome back by D2.
+    scored = read_scored(s, since=D1, upto=D2)
+    off = feedback.offences(s, asof=D2)
+    m = scored[scored.channel.isin(["RED", "YELLOW"])].merge(
+        off[["declaration_id", "item_no", "result", "reported_date"]], on=["declaration_id", "item_no"])
+    per = m.groupby("declaration_id").agg(reason=("selection_reason", "first"), fraud=("result",
+                                          lambda r: (r == "FRAUD").any()), back=("reported_date", "max"))
+    t = kpi.read(s, "exploration", D2)
+    a = t[(t.window == f"{w}d") & (t.selection_reason == tables.ALL)].iloc[0]
+    assert len(per) > 0 and (a.inspected, a.hits) == (len(per), int(per.fraud.sum()))
+    for reason, g in per.groupby("reason"):
+        r = t[(t.window == f"{w}d") & (t.selection_reason == reason)].iloc[0]
+        assert (r.inspected, r.hits) == (len(g), int(g.fraud.sum())), reason
+    day = t[(t.window == "day") & (t.selection_reason == tables.ALL)].iloc[0]
+    assert day.inspected == int((pd.to_datetime(per.back).dt.date == D2).sum())
+    assert (t[list(kx.FLAGS)].to_numpy() <= t[["hits"]].to_numpy()).all()
+    line = next(m for m in world["logs"] if m.startswith(f"exploration {D2}: "))
+    assert "discoveries: " in line and f"last {w} days" in line
+    assert kpi.read(s, "summary", D2).iloc[0].exploration_inspected_window == ex[f"{w}d"]["exploration"]["inspected"]
+    # As of D1 nothing of the pipeline's had come back.
+    assert world["d1"]["exploration"].inspected.sum() == 0

@@ -2,8 +2,9 @@
 
 Shaped like a scikit-learn estimator (parameters in the constructor, ``fit`` / ``predict``; their defaults are
 ``settings.TrainingSettings``'s, the one set of defaults). The fraud
-classifier is a small bag of XGBoost models trained on bootstrap-like subsamples with different seeds:
-their mean is the probability and their spread is the uncertainty used for exploration. Each member sees
+classifier is a small bag of XGBoost models, each trained on a bootstrap resample of the labelled rows (with
+its own seed): their mean is the probability and their spread, the fit's sampling uncertainty, is what
+exploration reads. Each member sees
 all rows (row-subsampled per tree) up to ``max_member_rows``; on larger training sets each member trains on
 its own random ``max_member_rows`` rows, so retraining time stops growing with the data (a daily-scale
 training set, thousands of rows, is unaffected).
@@ -64,7 +65,8 @@ class RiskModel:
                  subsample: float = _D.subsample, seed: int = _SEED, device: str = _D.device, n_jobs: int = 2,
                  min_child_weight: float = _D.min_child_weight, colsample_bytree: float = _D.colsample_bytree,
                  reg_lambda: float = _D.reg_lambda, reg_alpha: float = _D.reg_alpha, gamma: float = _D.gamma,
-                 max_pos_weight: float = _D.max_pos_weight, max_member_rows: int | None = _D.max_member_rows):
+                 max_pos_weight: float = _D.max_pos_weight, max_member_rows: int | None = _D.max_member_rows,
+                 bootstrap: bool = _D.bootstrap):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -80,6 +82,7 @@ class RiskModel:
         self.gamma = gamma
         self.max_pos_weight = max_pos_weight
         self.max_member_rows = max_member_rows
+        self.bootstrap = bootstrap
 
     @classmethod
     def _param_defaults(cls) -> dict:
@@ -118,10 +121,8 @@ class RiskModel:
             clf = XGBClassifier(objective="binary:logistic", scale_pos_weight=spw, eval_metric="aucpr",
                                 **self._xgb_common(self.seed + b))
             rows = self._member_rows(len(y), self.seed + b)
-            if rows is None:
-                clf.fit(X, y)
-            else:
-                clf.fit(X.iloc[rows], y[rows])
+            rows, weight = self._resample(np.arange(len(y)) if rows is None else rows, self.seed + b)
+            clf.fit(X.iloc[rows], y[rows], sample_weight=weight)
             self.classifiers_.append(clf)
         self.base_rate_ = float(y.mean())
         self.scale_pos_weight_ = spw
@@ -138,6 +139,16 @@ class RiskModel:
         self.revenue_fallback_ = float(np.median(np.asarray(revenue, dtype=float)[y > 0])) \
             if revenue is not None and (y > 0).any() else 0.0
         return self
+
+    def _resample(self, rows: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """A member's bootstrap resample of ``rows`` as (distinct rows, how often each was drawn): XGBoost's
+        sample weights, the same fit as duplicated rows without copying them. Without ``bootstrap``: all rows."""
+        if not self.get_params()["bootstrap"]:
+            return rows, None
+        draws = np.random.default_rng([seed, 7]).integers(0, len(rows), len(rows))
+        count = np.bincount(draws, minlength=len(rows))
+        keep = np.flatnonzero(count)
+        return rows[keep], count[keep].astype(float)
 
     def _member_rows(self, n: int, seed: int) -> np.ndarray | None:
         """The rows one bag member trains on: None (all) up to ``max_member_rows``, else a random subset."""

@@ -7,7 +7,7 @@ feedback (``feedback.offences(asof=D)``), so a report of a past day is reproduci
 since. ``write`` stores them as ``gold/kpi/<table>/report_date=D/part-0.parquet`` (each report is a
 snapshot: the latest one is the current view, earlier ones show what was known then).
 
-The tables themselves are computed by ``kpi_tables``.
+The tables themselves are computed by ``kpi_tables`` (``exploration``: ``kpi_exploration``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import pandas as pd
 
 from sunat_pipeline.feedback import offences as feedback
 from sunat_pipeline.feedback import weights as rule_weights
+from sunat_pipeline.ingest.sources import SOURCES
 from sunat_pipeline.lake.store import read_partitioned, write_partition
+from sunat_pipeline.reporting import kpi_exploration
 from sunat_pipeline.reporting.kpi_tables import (
     ALL,
     calibration,
@@ -40,11 +42,12 @@ from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 KEY = "report_date"  # each table's partition: one snapshot per report
-TABLES = ("summary", "efficiency", "channels", "rules", "risk_areas", "discoveries", "offence_growth", "scores",
-          "calibration", "weights")
+TABLES = ("summary", "efficiency", "channels", "rules", "risk_areas", "discoveries", "exploration", "offence_growth",
+          "scores", "calibration", "weights")
 _SCORED_COLUMNS = ["declaration_id", "item_no", "declaration_date", "customs_office", "importer_id", "hs_code",
                    "origin_country", "fraud_probability", "expected_revenue_usd", "uncertainty", "rule_score",
-                   "rule_hits", "channel", "selection_reason", "model_version", "rule_weights_version", "mandatory"]
+                   "rule_hits", "channel", "selection_reason", "model_version", "rule_weights_version", "mandatory",
+                   "declaration_fraud_probability"]
 
 
 def kpi_dir(settings: Settings):
@@ -148,12 +151,18 @@ def compute(settings: Settings, day: date) -> dict[str, pd.DataFrame]:
     green = green_estimate(decl, settings.monitoring.min_green_sample)
     first = pd.to_datetime(items.declaration_date).min().date() if len(items) else None
     it_today = it[pd.to_datetime(it.declaration_date).dt.date == day] if len(it) else it
+    # Customs silver as the pipeline knew it on the day (ingest.silver's table, only the columns needed).
+    customs = read_partitioned(settings.silver / "customs", SOURCES["customs"].partition_by, upto=day,
+                               columns=kpi_exploration.CUSTOMS_COLUMNS)
+    mon = settings.monitoring
+    found = kpi_exploration.finds(decl, it, off, customs, day, mon.new_importer_days)
     t = {
         "efficiency": efficiency(decl, green),
         "channels": channels(decl),
         "rules": rules_table(settings, day, it_today, off),
         "risk_areas": risk_areas(settings, day, off, first),
         "discoveries": discoveries(decl, off),
+        "exploration": kpi_exploration.table(found, day, mon.exploration_window_days),
         "offence_growth": offence_growth(settings, day, hist),
         "scores": scores(decl),
         "calibration": calibration(it),
@@ -216,6 +225,7 @@ def summary(settings: Settings, day: date, t: dict, decl: pd.DataFrame, off: pd.
         "undetected_revenue_est_today_usd": today.get("undetected_revenue_est_usd", np.nan),
         "undetected_frauds_est_all": allp.get("undetected_frauds_est", np.nan),
         "missed_share_est": allp.get("missed_share_est", np.nan),
+        **kpi_exploration.headline(t["exploration"], settings.monitoring.exploration_window_days),
     }
     return pd.DataFrame([row])
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from sunat_pipeline.feedback import offences as feedback
 from sunat_pipeline.lake.store import atomic_write_bytes
-from sunat_pipeline.reporting import kpi, plots
+from sunat_pipeline.reporting import kpi, kpi_exploration, plots
 from sunat_pipeline.reporting.kpi_tables import ALL
 from sunat_pipeline.selection.output import manifests, read_scored
 from sunat_pipeline.settings import Settings
@@ -105,12 +105,15 @@ def publish(settings: Settings, day: date) -> dict:
              _pct(row["hit_rate_yellow"]), _fmt(row["undetected_frauds_est_today"], 1),
              _fmt(row["drift_max_psi"], 3), row["drift_worst"], " -> retraining requested" if
              row["retrain_requested"] else "")
+    window = settings.monitoring.exploration_window_days
+    log.info("%s", kpi_exploration.log_line(tables["exploration"], day, window))
     log.info("KPI report %s: %s", day, path.resolve().as_uri())
     keep = ("report_date", "report_path", "efficiency_index", "efficiency_index_7d", "hit_rate_red",
             "hit_rate_yellow", "hit_rate_targeted", "hit_rate_random", "frauds_found", "revenue_recovered_usd",
             "discoveries", "undetected_frauds_est_today", "green_fraud_rate_est", "drift_max_psi", "drift_worst",
             "retrain_requested")
-    return {k: row.get(k) for k in keep}
+    return {**{k: row.get(k) for k in keep},
+            "exploration": {"window_days": window, **kpi_exploration.as_json(tables["exploration"], _clean)}}
 
 
 # --- rendering -------------------------------------------------------------------------------------------
@@ -148,13 +151,14 @@ def _format(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _table(df: pd.DataFrame, cols: list[str] | None = None, rename: dict | None = None, max_rows: int = 60) -> str:
+def _table(df: pd.DataFrame, cols: list[str] | None = None, rename: dict | None = None, max_rows: int = 60,
+           classes: str = "kpi") -> str:
     if df is None or df.empty:
         return "<p class='empty'>Nothing yet.</p>"
     d = df[[c for c in (cols or df.columns) if c in df.columns]].head(max_rows)
     d = _format(d).rename(columns=rename or {})
     more = f"<p class='note'>{len(df) - max_rows} more rows in the Parquet table.</p>" if len(df) > max_rows else ""
-    return d.to_html(index=False, border=0, classes="kpi", na_rep="") + more
+    return d.to_html(index=False, border=0, classes=classes, na_rep="") + more
 
 
 _CSS = """
@@ -162,17 +166,45 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px 
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}
 table.kpi{border-collapse:collapse;font-size:12px;margin:8px 0}
 table.kpi th,table.kpi td{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}
-table.kpi th{background:#f5f5f5}
+table.kpi th{background:#f5f5f5}table.nowrap td{white-space:nowrap}
 .cards{display:flex;flex-wrap:wrap;gap:10px}.card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;
 min-width:150px}.card b{display:block;font-size:1.3em}.note,.empty{color:#666;font-size:12px}
 img{max-width:100%}
 """
 
 
+def _with_interval(v, lo, hi, fmt) -> str:
+    """'v [lo, hi]'; a ratio whose reference found nothing has no value but still an interval."""
+    if pd.isna(lo) and (v is None or pd.isna(v)):
+        return ""
+    return f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def _exploration_view(x: pd.DataFrame, window_days: int) -> pd.DataFrame:
+    """The exploration table for people: each rate or ratio with its 95% interval in one cell."""
+    if x.empty:
+        return x
+
+    def cell(col: str, fmt) -> list[str]:
+        return [_with_interval(v, lo, hi, fmt) for v, lo, hi in
+                zip(x[col], x[f"{col}_low"], x[f"{col}_high"], strict=True)]
+
+    return pd.DataFrame({
+        "outcomes reported": x.window.map(lambda w: "on the day" if w == "day" else f"last {window_days} days"),
+        "selection reason": x.selection_reason, "selected, outcome back": x.inspected, "hits": x.hits,
+        "hit rate [95%]": cell("hit_rate", _pct),
+        "vs random [95%]": cell("ratio_vs_random", _fmt),
+        "vs exploitation [95%]": cell("ratio_vs_exploitation", _fmt),
+        "new offender": x.new_offender, "new importer": x.new_importer, "new HS x origin": x.new_pattern,
+        "unexpected": x.unexpected, "revenue recovered (USD)": x.revenue_recovered_usd.map(lambda v: _fmt(v, 0)),
+    })
+
+
 def render(settings: Settings, day: date, t: dict[str, pd.DataFrame], drift: pd.DataFrame) -> bytes:
     """The HTML page of day ``day``'s report (self-contained; plots embedded)."""
     s = {k: _clean(v) for k, v in t["summary"].iloc[0].to_dict().items()}
     e = t["efficiency"]
+    window = settings.monitoring.exploration_window_days
     cards = [
         ("Efficiency index (all days, 95% interval)", f"{_fmt(s['efficiency_index'], 2)} "
          f"[{_fmt(s['efficiency_index_low'], 2)}, {_fmt(s['efficiency_index_high'], 2)}]"),
@@ -186,6 +218,15 @@ def render(settings: Settings, day: date, t: dict[str, pd.DataFrame], drift: pd.
         ("Frauds found / revenue (all days)", f"{s['frauds_found']} / {_fmt(s['revenue_recovered_usd'], 0)} USD"),
         ("Reported today", f"{s['frauds_reported_today']} offences, {_fmt(s['revenue_reported_today_usd'], 0)} USD"),
         ("Discoveries (missed by exploitation)", f"{s['discoveries']} ({_fmt(s['discovery_revenue_usd'], 0)} USD)"),
+        (f"Exploration hit rate ({window} days, 95%)", _with_interval(
+            s["exploration_hit_rate_window"], s["exploration_hit_rate_window_low"],
+            s["exploration_hit_rate_window_high"], _pct) or "n/a"),
+        (f"Exploration hit rate over random / exploitation ({window} days)",
+         " / ".join("n/a" if v is None else f"x{v:.2f}" for v in (s["exploration_ratio_vs_random_window"],
+                                                                    s["exploration_ratio_vs_exploitation_window"]))),
+        ("Frauds back today (all reasons): new offender / importer / HS x origin / unexpected",
+         f"{s['new_offender_today']} / {s['new_importer_today']} / {s['new_pattern_today']} / "
+         f"{s['unexpected_today']}"),
         ("Undetected fraud in today's GREEN", f"~{_fmt(s['undetected_frauds_est_today'], 1)} declarations "
                                               f"(90%: up to {_fmt(s['undetected_frauds_high_today'], 1)})"),
         ("Drift (max PSI)", f"{_fmt(s.get('drift_max_psi'), 3)} {s.get('drift_worst') or ''}"),
@@ -242,15 +283,26 @@ def render(settings: Settings, day: date, t: dict[str, pd.DataFrame], drift: pd.
         _table(areas[areas.period.isin([day.isoformat(), "all"])],
                ["period", "risk_area", "inspected", "frauds", "precision", "revenue_recovered_usd",
                 "inspected_pipeline", "frauds_pipeline"], {"period": "reported"}),
-        "<h2>3. Exploration and random discoveries</h2>",
-        "<p class='note'>Frauds found by random and exploration selections. <i>missed_by_exploitation</i>: both "
-        "exploitation rankings placed the declaration past the office's selections of the day, so exploitation "
-        "alone would have left it GREEN. <i>new_importer</i>: no offence of the importer on record before.</p>",
+        "<h2>3. Exploration and discoveries</h2>",
+        "<p class='note'>Declarations selected per reason whose outcome was reported on the day, or over the last "
+        f"{window} days, as known at the end of {day}. Hit rate: Jeffreys 95% interval; <i>vs random</i> and <i>vs "
+        "exploitation</i>: the reason's hit rate over theirs (Katz 95% interval). Finds (FRAUD hits): <i>new "
+        "offender</i>, no FRAUD finding of the importer reported before the declaration's date; <i>new "
+        f"importer</i>, its first declaration at most {settings.monitoring.new_importer_days} days before; "
+        "<i>new HS x origin</i>, no FRAUD finding of the pair reported before; <i>unexpected</i>, no rule hit "
+        "and a fraud probability below the office-day's lowest exploitation pick. The last two stand in for new "
+        "fraud schemes, which the product cannot see.</p>",
+        _table(_exploration_view(t["exploration"], window), classes="kpi nowrap"),
+        "<h3>Frauds found by random and exploration selections</h3>",
+        "<p class='note'><i>missed_by_exploitation</i>: both exploitation rankings placed the declaration past the "
+        "office's selections of the day, so exploitation alone would have left it GREEN. <i>no prior fraud</i> "
+        "(column new_importer): no FRAUD of the importer on record by the declaration's date.</p>",
         _table(t["discoveries"].sort_values(["missed_by_exploitation", "revenue_recovered_usd"],
                                             ascending=[False, False]) if len(t["discoveries"]) else t["discoveries"],
                ["declaration_date", "declaration_id", "customs_office", "selection_reason", "channel", "hs2",
                 "origin_country", "rank_revenue", "rank_probability", "cut", "missed_by_exploitation",
-                "offence_codes", "revenue_recovered_usd", "new_importer"], max_rows=30),
+                "offence_codes", "revenue_recovered_usd", "new_importer"], {"new_importer": "no prior fraud"},
+               max_rows=30),
         "<h2>4. Offence database growth</h2>", plots.growth(t["offence_growth"]),
         _table(t["offence_growth"].iloc[::-1], ["version", "records_folded", "frauds_folded", "revenue_folded_usd",
                                                 "pipeline_folded", "legacy_folded", "corrections", "late_records",

@@ -233,8 +233,10 @@ def _selection_notes(decl: pd.DataFrame, rules: RuleSet, scored_by: str = "model
             notes[r.declaration_id] = (f"rules: fraud probability {p} from the rules it hits, ranked "
                                        f"{r.rank_p:.0f} of {r.n_office} at office {r.customs_office} today")
         elif r.selection_basis == "exploration":
+            nov = float(getattr(r, "novelty", 0.0) or 0.0)
+            thin = f"; thin history: fraud rate known to +/- {_prob(nov)}" if nov > 0 else ""
             notes[r.declaration_id] = (
-                f"exploration: model uncertain (fraud probability {p} +/- {_prob(u)}) about a declaration "
+                f"exploration: model uncertain (fraud probability {p} +/- {_prob(u)}{thin}) about a declaration "
                 f"with {rev:,.0f} USD at stake if fraudulent")
         elif r.selection_basis == "exploitation:fraud_probability":
             notes[r.declaration_id] = (f"{_scorer(r)}: fraud probability {p}{_model_alone(r)} for the declaration, "

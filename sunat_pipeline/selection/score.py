@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 
@@ -23,10 +23,12 @@ from sunat_pipeline.features.build import build_features, item_frame
 from sunat_pipeline.features.history import update_profiles
 from sunat_pipeline.feedback import stacking
 from sunat_pipeline.feedback import weights as rule_weights
+from sunat_pipeline.feedback.offences import offences
 from sunat_pipeline.lake.store import atomic_write_bytes
 from sunat_pipeline.modeling import registry, train
 from sunat_pipeline.selection.audit import audit_frame, write_audit
 from sunat_pipeline.selection.capacity import capacity_record, office_capacities, office_volumes
+from sunat_pipeline.selection.exploration import adaptive_share, novelty
 from sunat_pipeline.selection.output import COLUMNS, RULES_ONLY, SCHEMA_VERSION, manifest_path, write_scored
 from sunat_pipeline.selection.reasons import item_reasons
 from sunat_pipeline.selection.rules import evaluate, load_rules, rules_prediction, summarise
@@ -90,15 +92,17 @@ def score_day(settings: Settings, day: date) -> dict:
         pred = stacking.combine(model.predict(X), stack, stacking.area_evidence(rules, rs.rule_hits.tolist(), weights))
     else:
         pred = model.predict(X).pipe(lambda p: p.assign(model_fraud_probability=p.fraud_probability))
-    scored = pd.concat([items, pred, rs], axis=1)
+    scored = pd.concat([items, pred, rs, novelty(X).set_axis(items.index)], axis=1)
 
     # Each office's capacity (explicit, else from its volume before the day), then channels per declaration
     # (docs/selection.md), then back on every item.
     sel = settings.selection
     volumes = office_volumes(inp["customs_history"], day, sel.capacity_window_days)
     capacities = office_capacities(sel, items.customs_office, volumes)
+    explore = adaptive_share(sel, offences(settings, asof=day - timedelta(days=1)), day,
+                             settings.monitoring.exploration_window_days)
     decl = select_channels(rollup(scored, embedding=item_embedding(X, items)), sel, day, settings.seed,
-                           capacity=capacities)
+                           capacity=capacities, explore_share=explore["share"])
     mand_ids = {r.id for r in rules.rules if r.mandatory}
     mand_hits = scored.groupby("declaration_id", sort=True).rule_hits.agg(
         lambda s: sorted({h for hl in s for h in hl if h in mand_ids}))
@@ -132,7 +136,7 @@ def score_day(settings: Settings, day: date) -> dict:
            "input_batches": batches, "inputs_sha256": inputs_sha,
            "schema_version": SCHEMA_VERSION, "items": len(out), "declarations": len(decl),
            "channels": {k: int(v) for k, v in counts.items()},
-           "capacity": capacity_record(sel, capacities, volumes),
+           "capacity": capacity_record(sel, capacities, volumes), "exploration": explore,
            "selection_reasons": {k: int(v) for k, v in decl.selection_reason.value_counts().sort_index().items()}}
     audit_path, _ = write_audit(settings, day, audit_frame(out, decl, run, inputs_sha))
     run["audit_path"] = str(audit_path.relative_to(settings.lake))

@@ -32,6 +32,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from sunat_pipeline.selection.exploration import exploration_score, kmeanspp_order, standardise
 from sunat_pipeline.settings import OfficeCapacity, SelectionSettings
 
 log = logging.getLogger(__name__)
@@ -59,18 +60,6 @@ _EPS = 1e-9
 
 # --- embedding and rollup ------------------------------------------------------------------------
 
-def _standardise(a: np.ndarray) -> np.ndarray:
-    """Column-wise z-scores; missing values at the mean; clipped to +-5 so one outlier cannot dominate."""
-    a = np.array(a, dtype=np.float64)
-    ok = np.isfinite(a)
-    cnt = np.maximum(ok.sum(axis=0), 1)
-    z = np.where(ok, a, 0.0)
-    mu = z.sum(axis=0) / cnt
-    sd = np.sqrt(np.where(ok, (a - mu) ** 2, 0.0).sum(axis=0) / cnt)
-    z = np.where(ok, (a - mu) / np.where(sd > 0, sd, 1.0), 0.0)
-    return np.clip(z, -5.0, 5.0)
-
-
 def _hashed_onehot(values: pd.Series, dims: int = HASH_DIMS, weight: float = CAT_WEIGHT) -> np.ndarray:
     """Deterministic one-hot hashing (crc32, not Python's salted hash) of a categorical column."""
     codes, uniques = pd.factorize(values.astype(str), sort=True)
@@ -93,7 +82,7 @@ def item_embedding(X: pd.DataFrame, items: pd.DataFrame | None = None) -> np.nda
         if c in _LOG_SCALED:
             with np.errstate(invalid="ignore"):
                 a[:, k] = np.log1p(np.clip(a[:, k], 0, None))
-    parts = [_standardise(a)]
+    parts = [standardise(a)]
     if items is not None:
         items = items.reset_index(drop=True)
         if "hs_code" in items:
@@ -120,6 +109,7 @@ def rollup(items: pd.DataFrame, embedding: np.ndarray | None = None) -> pd.DataF
         "expected_revenue_usd": g.expected_revenue_usd.sum(),
         "revenue_if_fraud_usd": g.revenue_if_fraud_usd.max(),
         "uncertainty": g.uncertainty.max(),
+        "novelty": g.novelty.max() if "novelty" in items else 0.0,
         "rule_score": g.rule_score.max(),
         "mandatory": g.mandatory.any(),
     })
@@ -146,7 +136,7 @@ def _fallback_embedding(decl: pd.DataFrame) -> np.ndarray:
         decl.rule_score.to_numpy(dtype=float),
         np.log1p(decl.n_items.to_numpy(dtype=float)) if "n_items" in decl else np.zeros(len(decl)),
     ])
-    parts = [_standardise(num)]
+    parts = [standardise(num)]
     for c in ("hs2", "importer_id"):
         if c in decl:
             parts.append(_hashed_onehot(decl[c]))
@@ -220,51 +210,6 @@ def exploit_order(fraud_probability: np.ndarray, expected_revenue: np.ndarray, r
         yield j, ("exploitation:expected_revenue" if use_rev else "exploitation:fraud_probability")
 
 
-def kmeanspp_order(score: np.ndarray, embedding: np.ndarray, pool: int, rng: np.random.Generator,
-                   eligible: np.ndarray | None = None) -> Iterator[int]:
-    """gATE-style exploration order: positions of diverse, valuable candidates.
-
-    The ``pool`` eligible candidates with the highest ``score`` (uncertainty x revenue at stake) are
-    embedded (standardised over the pool, plus a constant bias dimension) and scaled by their score; the
-    first pick is the best score, each next one is drawn with probability proportional to its
-    squared distance to the nearest pick so far (k-means++ seeding, as BADGE does with gradient
-    embeddings). Valuable points far from what is already picked come first; near-duplicates of a pick
-    drop to probability zero. Lazy: O(pool x dims) per pick.
-    """
-    score = np.nan_to_num(np.asarray(score, dtype=np.float64), nan=0.0).clip(0)
-    n = len(score)
-    cand = np.arange(n) if eligible is None else np.flatnonzero(eligible)
-    if not len(cand):
-        return
-    cand = cand[np.lexsort((cand, -score[cand]))][: max(1, int(pool))]
-    w = score[cand]
-    w = w / w.max() if w.max() > 0 else np.ones(len(cand))
-    e = _standardise(np.asarray(embedding, dtype=np.float64)[cand]) if embedding is not None and len(
-        embedding) else np.zeros((len(cand), 0))
-    e = np.hstack([e, np.ones((len(cand), 1))]) * w[:, None]
-    first = 0  # the best score (cand is sorted by score)
-    yield int(cand[first])
-    d2 = ((e - e[first]) ** 2).sum(axis=1)
-    d2[first] = 0.0
-    left = np.ones(len(cand), dtype=bool)
-    left[first] = False
-    for _ in range(len(cand) - 1):
-        total = d2.sum()
-        if total <= _EPS:  # what is left duplicates the picks: best score first
-            for j in np.flatnonzero(left):
-                yield int(cand[j])
-            return
-        cs = np.cumsum(d2)
-        j = int(np.searchsorted(cs, rng.random() * cs[-1], side="right"))
-        j = min(j, len(cand) - 1)
-        if not left[j] or d2[j] <= 0:  # float edge at the very end of the cumulative sum
-            j = int(np.flatnonzero(left & (d2 > 0))[-1])
-        left[j] = False
-        yield int(cand[j])
-        d2 = np.minimum(d2, ((e - e[j]) ** 2).sum(axis=1))
-        d2[j] = 0.0
-
-
 # --- the fill ------------------------------------------------------------------------------------
 
 class _Office:
@@ -329,11 +274,14 @@ def _office_key(office) -> int:
 
 
 def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed: int,
-                    capacity: Mapping[str, OfficeCapacity] | None = None) -> pd.DataFrame:
+                    capacity: Mapping[str, OfficeCapacity] | None = None,
+                    explore_share: float | None = None) -> pd.DataFrame:
     """Returns ``decl`` with ``channel``, ``selection_reason`` (mandatory_rule/random/exploitation/exploration/
     none), ``selection_basis`` (the reason, with the exploitation ranking) and ``workload_units``.
     ``capacity``: each office's capacity for the day (``capacity.office_capacities``); an office missing from
-    it gets ``cfg.capacity_for`` without volume (explicit, else the default)."""
+    it gets ``cfg.capacity_for`` without volume (explicit, else the default). ``explore_share``: the day's
+    exploration share (``exploration.adaptive_share``), else ``cfg.exploration_share``."""
+    explore_share = cfg.exploration_share if explore_share is None else explore_share
     n = len(decl)
     channel = np.full(n, "GREEN", dtype=object)
     reason = np.full(n, "none", dtype=object)
@@ -377,7 +325,7 @@ def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed:
         p_random = float((st.reason[rest] == "random").sum()) / len(rest) if len(rest) else 0.0
 
         # 3. Exploitation, keeping the exploration quota free.
-        q_explore = np.minimum(_quota(cfg.exploration_share, capv, in_decl), st.left)
+        q_explore = np.minimum(_quota(explore_share, capv, in_decl), st.left)
         st.fill(exploit_order(p, er, cfg.exploitation_revenue_share, ~st.taken), st.left - q_explore,
                 "exploitation", strict=True)
 
@@ -385,8 +333,7 @@ def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed:
         p_explore = np.zeros(len(idx))
         if q_explore.sum() > _EPS:
             slots = max(1, int(np.ceil(q_explore.sum() / max(float(np.median(cost)), _EPS))))
-            score = g.uncertainty.to_numpy(dtype=np.float64) * g.revenue_if_fraud_usd.to_numpy(
-                dtype=np.float64).clip(1)
+            score = exploration_score(g)
             emb = g[emb_cols].to_numpy(dtype=np.float64) if emb_cols else _fallback_embedding(g)
             erng = np.random.default_rng([seed, day.toordinal(), _office_key(office), 2])
             free = ~st.taken
