@@ -12,7 +12,7 @@ UI_ENV := AIRFLOW_HOME=$(ROOT)/.local/airflow AIRFLOW__CORE__DAGS_FOLDER=$(ROOT)
 	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin SUNAT_ROOT=$(ROOT) PATH=$(ROOT)/$(BIN):$$PATH
 MLFLOW_DB := sqlite:///$(ROOT)/.local/mlflow/mlflow.db
 
-.PHONY: venv demo ui run-day test lint clean
+.PHONY: venv demo ui run-day stack test lint clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,12 @@ ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_DB) --host 0.0.0.0 --port 5000 & \
 	$(UI_ENV) $(BIN)/airflow standalone & \
 	wait
+
+# The production topology from the venv: Airflow (api-server :8080, scheduler, dag-processor, triggerer) on
+# PostgreSQL with the CeleryExecutor, Redis as broker, two Celery workers, MLflow :5000 on PostgreSQL serving its
+# artifacts. Needs PostgreSQL (trust) and Redis on 127.0.0.1 (docs/operations.md). Ctrl-C stops every process.
+stack: $(STAMP)
+	$(BIN)/python -m sunat_pipeline.orchestration.stack $(STACK_ARGS)
 
 run-day: $(STAMP)
 	@test -n "$(DATE)" || { echo "usage: make run-day DATE=YYYY-MM-DD"; exit 2; }

@@ -52,7 +52,7 @@ def _day(context) -> str:
     dag_id="sunat_daily",
     schedule=schedule.daily_timetable(OPS),
     start_date=schedule.start_date(OPS),
-    catchup=True,
+    catchup=OPS.catchup,
     **hygiene.dag_args(OPS),
     # A scheduled run is queued at daily_at: still going at deadline_at local time, it alerts. (Not from the
     # logical date: a REST or asset-triggered run has none, and Airflow then fails to create the run.)

@@ -86,6 +86,11 @@ class SelectionSettings(BaseModel):
     rule_weights: Literal["learned", "file"] = Field(
         "learned", description="rule weights: the latest version learned from the outcomes before the day, or the "
         "rules file's own weights")
+    documentary_blind: list[str] = Field(default_factory=lambda: ["quantity", "counterfeit"], description=(
+        "offence codes a documentary (YELLOW) check cannot see: only a physical examination finds them"))
+    channel_by_mechanism: bool = Field(False, description="RED goes to the model's picks most likely to hide an "
+                                       "offence a documentary check cannot see (documentary_blind), YELLOW to the "
+                                       "rest; off: RED to the highest ranked")
     combine: Literal["stacked", "model"] = Field(
         "stacked", description="with the model scorer: rank by the model and the learned rule weights stacked in "
         "log-odds (feedback/stacking.py), or by the model alone")
@@ -132,6 +137,8 @@ class TrainingSettings(BaseModel):
     bootstrap: bool = Field(True, description="each bag member trains on a bootstrap resample of its rows, so the "
                             "bag's spread is the fit's sampling uncertainty (exploration reads it), not seed noise")
     bag_size: int = Field(4, ge=1, description="XGBoost classifiers in the bag (their spread is the uncertainty)")
+    documentary_blind_labels: bool = Field(False, description="a CLEAN documentary (YELLOW) result weighs as a "
+                                           "negative only as far as the likely offence was visible to it")
     promotion_margin: float = 0.0
     device: str = "cpu"
     search_budget_s: float = Field(120.0, ge=0, description="hyperparameter search budget of a weekly retraining")
@@ -219,6 +226,8 @@ class OperationsSettings(BaseModel):
                           "processes")
     start_date: date = Field(date(2026, 1, 1), description="first day the daily DAG processes; missed days since "
                              "then are caught up one run at a time")
+    catchup: bool = Field(True, description="the scheduler runs every missed day of the daily DAG (off in `make "
+                          "demo`: with catch-up, a backfill run moves the next scheduled run to the day after it)")
     daily_at: time = Field(time(6, 0), description="local time of the daily run; it processes the previous day")
     deadline_at: time = Field(time(10, 0), description="local time by which a day's run must be done, else an "
                               "alert (a deadline past midnight is not supported)")

@@ -33,7 +33,8 @@ def _config(a, seed: int):
 
     kw = {"min_delay_days": a.min_delay, "max_delay_days": a.max_delay} if hasattr(a, "min_delay") else {}
     return WorldConfig(seed=seed, start_date=getattr(a, "start", date(2026, 1, 1)), history_days=a.history_days,
-                       live_days=a.live_days, declarations_per_day=a.per_day, difficulty=a.difficulty, **kw)
+                       live_days=a.live_days, declarations_per_day=a.per_day, difficulty=a.difficulty,
+                       tax_world=getattr(a, "tax_world", False), **kw)
 
 
 def cmd_generate(a) -> int:
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="generate the synthetic world into the landing zone")
     _world_options(g, None)
+    g.add_argument("--tax-world", action="store_true",
+                   help="also land the tax side: register, IGV and income returns, e-invoices, audits (docs/tax.md)")
     g.add_argument("--start", type=_date, default=date(2026, 1, 1))
     g.add_argument("--min-delay", type=int, default=1, help="min days before an inspection result is reported")
     g.add_argument("--max-delay", type=int, default=5)

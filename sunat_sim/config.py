@@ -52,6 +52,7 @@ class WorldConfig:
     min_delay_days: int = 1
     max_delay_days: int = 5
     difficulty: str = DEFAULT_DIFFICULTY
+    tax_world: bool = False  # also land the tax side (sunat_sim/tax_world.py, docs/tax.md); the demo turns it on
     knobs: dict | None = field(default=None, compare=False, repr=False)  # None: read config/world.yaml
 
     @cached_property
@@ -110,6 +111,7 @@ def rng(seed: int, *key: int) -> np.random.Generator:
 # Random stream purposes (one place, so two purposes never share a stream).
 S_ENTITIES, S_DAY, S_LEGACY, S_TAX, S_FX, S_LEGACY_INSPECT, S_PIPELINE_INSPECT, S_ADAPT, S_PRICES, S_PERMITS, \
     S_SCHEMES = range(1, 12)
+S_TAX_PEOPLE, S_TAX_MONTHS, S_TAX_FILING, S_TAX_AUDIT = range(12, 16)  # the tax side (sunat_sim/tax_world.py)
 
 
 def dumps(obj: Any) -> bytes:

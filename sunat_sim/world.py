@@ -42,15 +42,17 @@ from sunat_sim.config import (
 from sunat_sim.entities import Entities, make_entities
 from sunat_sim.permits import PermitBook, extract_dates, register_extract
 from sunat_sim.prices import PriceModel, in_force
+from sunat_sim.tax_world import TAX_SOURCES, customs_view, extracts, simulate_tax, write_tax_truth
 from sunat_sim.trade import Ctx, generate_day, volume_factors
 
 __all__ = ["CUSTOMS_COLUMNS", "ENFORCEMENT_COLUMNS", "SOURCES", "LANDED_SOURCES", "TRUTH_COLUMNS", "World",
            "WorldConfig", "generate", "landing_name", "load_world_config", "simulate", "truth_dir"]
 log = logging.getLogger(__name__)
 
-# The extracts the world lands (the product's landing contract names the same sources).
-SOURCES = ("customs", "tax", "enforcement", "reference_prices", "exchange_rates", "permits")
-LANDED_SOURCES = SOURCES
+# The extracts the world lands (the product's landing contract names the same sources): the daily ones always,
+# the tax side's monthly ones when ``WorldConfig.tax_world`` is on.
+LANDED_SOURCES = ("customs", "tax", "enforcement", "reference_prices", "exchange_rates", "permits")
+SOURCES = LANDED_SOURCES + TAX_SOURCES
 CUSTOMS_COLUMNS = [
     "declaration_id", "item_no", "declaration_date", "customs_office", "importer_id", "declarant_id",
     "supplier_id", "supplier_country", "transport_mode", "hs_code", "origin_country", "quantity",
@@ -195,7 +197,15 @@ def generate(cfg: WorldConfig, lake: Path) -> dict:
                landing_name("enforcement", hist_end, "history"))
     for d, g in enf[enf.reported_date > hist_end].groupby("reported_date"):
         _write_csv(g, land / "enforcement" / landing_name("enforcement", d, "legacy"))
-    tax = tax_returns(w)
+    # The tax side: its own monthly extracts; the customs-facing ``tax`` extract is then the importers' IGV
+    # returns (docs/tax.md), so customs features and the tax side read the same numbers.
+    tw = simulate_tax(cfg, w.ent.importers, w.items, exchange_rates(cfg), w.ent.taken) if cfg.tax_world else None
+    if tw is not None:
+        for source, files in extracts(tw, cfg.day(cfg.total_days - 1)).items():
+            for d, tag, g in files:
+                _write_csv(g, land / source / landing_name(source, d, tag))
+        write_tax_truth(tw, truth_dir(lake))
+    tax = customs_view(tw, cfg) if tw is not None else tax_returns(w)
     _write_csv(tax[tax.filing_date <= hist_end], land / "tax" / landing_name("tax", hist_end, "history"))
     for d, g in tax[(tax.filing_date > hist_end) & (tax.filing_date <= cfg.live_dates[-1])].groupby("filing_date"):
         _write_csv(g, land / "tax" / landing_name("tax", d))
@@ -217,6 +227,13 @@ def generate(cfg: WorldConfig, lake: Path) -> dict:
         prev = cfg.index(d)
     _write_truth(w, lake)
     summary = summarise(w)
+    if tw is not None:
+        tp = tw.taxpayers
+        summary["tax"] = {"taxpayers": len(tp), "importers": int((tp.kind == "importer").sum()),
+                          "ghosts": int((tp.kind == "ghost").sum()), "months": len(tw.months),
+                          "evader_rate": round(float(tp.evader[tp.kind != "ghost"].mean()), 4),
+                          "igv_returns": len(tw.igv), "einvoice_aggregates": len(tw.einvoices),
+                          "audits": len(tw.audits)}
     log.info("world: %s", summary)
     return summary
 

@@ -79,3 +79,59 @@ def test_bag_members_train_on_bootstrap_resamples():
     plain = RiskModel(bootstrap=False, **kw).fit(X, y).predict(X)
     assert boot.uncertainty.mean() > plain.uncertainty.mean()  # sampling uncertainty, not only seed noise
     pd.testing.assert_frame_equal(boot, RiskModel(**kw).fit(X, y).predict(X))  # deterministic
+
+
+# --- channels by what each check can detect (issue 14, item 4) ----------------------------------------------
+
+def _mechanism_world(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"a": rng.normal(size=n), "kg": rng.normal(size=n)})
+    y = (X.a + rng.normal(0, 0.7, n) > 1.2).astype(int).to_numpy()
+    # frauds with a high kg signal are quantity frauds (only a physical exam sees them), the rest undervaluation
+    mech = np.where(y == 1, np.where(X.kg + rng.normal(0, 0.3, n) > 0, "quantity", "undervaluation"), "")
+    return X, y, mech
+
+
+def test_the_model_learns_which_frauds_only_a_physical_exam_finds():
+    X, y, mech = _mechanism_world()
+    kw = dict(n_estimators=20, max_depth=3, bag_size=2, n_jobs=1)
+    m = RiskModel(**kw).fit(X, y, mechanism=mech, blind=("quantity", "counterfeit"))
+    share = m.predict(X).documentary_blind_share
+    assert share[X.kg > 1].mean() > 0.8 and share[X.kg < -1].mean() < 0.2
+    # without offence codes (an external extract) or without blind offences: no such model, the column is empty
+    assert RiskModel(**kw).fit(X, y).predict(X).documentary_blind_share.isna().all()
+    assert RiskModel(**kw).fit(X, y, mechanism=mech).predict(X).documentary_blind_share.isna().all()
+
+
+def test_a_clean_documentary_check_weighs_only_as_far_as_it_could_see():
+    X, y, mech = _mechanism_world()
+    ch = np.where(np.random.default_rng(1).random(len(y)) < 0.5, "YELLOW", "RED")
+    kw = dict(n_estimators=20, max_depth=3, bag_size=2, n_jobs=1)
+    plain = RiskModel(**kw).fit(X, y, mechanism=mech, channel=ch, blind=("quantity",))
+    weighted = RiskModel(**kw).fit(X, y, mechanism=mech, channel=ch, blind=("quantity",), blind_label_weights=True)
+    assert plain.label_weight_mean_ == 1.0 and weighted.label_weight_mean_ < 1.0
+    # a clean documentary result where quantity fraud is likely says less: those items score higher
+    hi_kg = (X.kg > 1).to_numpy()
+    assert weighted.predict(X).fraud_probability[hi_kg].mean() > plain.predict(X).fraud_probability[hi_kg].mean()
+
+
+def test_red_goes_to_the_picks_a_documentary_check_could_not_clear():
+    from sunat_pipeline.selection.select import select_channels
+    from sunat_pipeline.settings import OfficeCapacity
+
+    rng = np.random.default_rng(3)
+    n = 60
+    decl = pd.DataFrame({"declaration_id": [f"d{i:03d}" for i in range(n)], "customs_office": "118",
+                         "importer_id": "i", "hs2": "85", "n_items": 1, "fraud_probability": rng.uniform(0, 1, n),
+                         "expected_revenue_usd": rng.uniform(0, 100, n), "revenue_if_fraud_usd": 100.0,
+                         "uncertainty": 0.0, "rule_score": 0.0, "mandatory": False,
+                         "blind_fraud_probability": rng.uniform(0, 0.5, n)})
+    cfg = SelectionSettings(default_capacity=OfficeCapacity(red=4, yellow=6), random_share=0.0,
+                            exploration_share=0.0, default_capacity_mode="fixed")
+    base = select_channels(decl, cfg, DAY, 1)
+    by = select_channels(decl, cfg.model_copy(update={"channel_by_mechanism": True}), DAY, 1)
+    assert (base.channel != "GREEN").equals(by.channel != "GREEN")  # the same declarations are selected
+    assert (by.channel == "RED").sum() == (base.channel == "RED").sum() == 4
+    sel = by[by.channel != "GREEN"]
+    red, yellow = sel[sel.channel == "RED"], sel[sel.channel == "YELLOW"]
+    assert red.blind_fraud_probability.min() >= yellow.blind_fraud_probability.max()

@@ -15,7 +15,7 @@ from test_ingest_bad_input import DAY, _settings, csv_bytes, good_frame, land
 
 from sunat_pipeline import ingest
 from sunat_pipeline.ingest import run
-from sunat_pipeline.ingest.sources import SOURCES
+from sunat_pipeline.ingest.sources import DAILY_SOURCES as SOURCES  # the daily DAG's sources
 from sunat_pipeline.ingest.validation import gx_dir
 from sunat_pipeline.settings import PROJECT_ROOT, get_settings
 from sunat_sim.world import WorldConfig, generate

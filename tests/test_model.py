@@ -9,7 +9,8 @@ import pytest
 from sunat_pipeline.modeling.metrics import at_k
 from sunat_pipeline.modeling.model import RiskModel
 
-COLUMNS = ["fraud_probability", "revenue_if_fraud_usd", "expected_revenue_usd", "uncertainty"]
+COLUMNS = ["fraud_probability", "revenue_if_fraud_usd", "expected_revenue_usd", "uncertainty",
+           "documentary_blind_share"]
 
 
 def make_data(n: int, seed: int):

@@ -34,7 +34,7 @@ def _day(d: date, n: int, seed: int) -> pd.DataFrame:
         "run_id": "r", "scored_at": pd.Timestamp(datetime(2026, 7, 1, tzinfo=UTC)), "mandatory": False,
         "revenue_if_fraud_usd": 50.0, "selection_basis": "exploitation:expected_revenue",
         "declaration_fraud_probability": p, "declaration_expected_revenue_usd": p * 50, "workload_units": 1.0,
-        "selection_probability": 1.0, "model_fraud_probability": p,
+        "selection_probability": 1.0, "model_fraud_probability": p, "novelty": 0.05, "documentary_blind_share": 0.2,
     })[COLUMNS]
 
 

@@ -105,7 +105,7 @@ def test_ground_truth_lives_only_under_world_truth(world):
 
 def test_landing_files_follow_the_contract(world):
     settings, summary = world
-    assert set(LANDED_SOURCES) == set(SOURCES) == set(PRODUCT_SOURCES)
+    assert set(SOURCES) == set(PRODUCT_SOURCES) and set(LANDED_SOURCES) < set(SOURCES)  # tax side: off here
     assert {p.name for p in settings.landing.iterdir()} == set(LANDED_SOURCES)
     for folder in settings.landing.iterdir():
         for p in folder.iterdir():

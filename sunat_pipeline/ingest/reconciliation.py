@@ -17,15 +17,15 @@ from sunat_pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def reconcile(settings: Settings, upto: date) -> dict:
-    """Prove every complete landed file due by ``upto`` is in bronze or quarantine (its copy present and of
-    the landed size); raise if one is not. Files still waiting for their marker are listed, not required.
-    Then hold (or release) enforcement rows that contradict customs (``crosscheck``)."""
+def reconcile(settings: Settings, upto: date, sources: tuple[str, ...] = tuple(SOURCES)) -> dict:
+    """Prove every complete landed file of ``sources`` due by ``upto`` is in bronze or quarantine (its copy
+    present and of the landed size); raise if one is not. Files still waiting for their marker are listed, not
+    required. Then hold (or release) enforcement rows that contradict customs (``crosscheck``)."""
     man = manifest(settings)
     known = {(r["source"], r["sha256"]): r for r in man.to_dict("records")} if len(man) else {}
     missing, pending = [], []
     total = 0
-    for source in SOURCES:
+    for source in sources:
         files, pend = scan_landing(settings, source, upto)
         pending += [f"{source}/{p.name} ({why})" for p, why in pend]
         for lf in files:

@@ -102,7 +102,77 @@ SOURCES: dict[str, SourceSpec] = {
         window_days=31,
         freshness_days=7,
     ),
+    # The tax side (docs/tax.md): monthly extracts, each landed on the first day of the month after its rows
+    # became known. The register is versioned like the permit register: a file holds the taxpayers registered
+    # or changed since the last one, in their state as of their status date.
+    "taxpayers": SourceSpec(
+        "taxpayers",
+        {
+            "taxpayer_id": TEXT, "sector": TEXT, "tax_regime": TEXT, "region": TEXT, "tax_office": TEXT,
+            "status": TEXT, "domicile_condition": TEXT, "registered_date": DATE, "status_date": DATE,
+        },
+        ("taxpayer_id",),
+        "effective_date",
+        date_columns=("registered_date", "status_date"),
+        window_days=62,
+        freshness_days=400,  # a quiet month changes nothing: an old newest row is no sign of a stale extract
+    ),
+    # Monthly IGV (VAT) returns of every taxpayer; supersedes ``tax`` (the importers' view the customs
+    # features read, kept as it is).
+    "igv_returns": SourceSpec(
+        "igv_returns",
+        {
+            "taxpayer_id": TEXT, "period": TEXT, "filing_date": DATE, "sales_pen": NUMERIC,
+            "purchases_pen": NUMERIC, "igv_debit_pen": NUMERIC, "igv_credit_pen": NUMERIC,
+            "credit_carried_forward_pen": NUMERIC, "igv_payable_pen": NUMERIC,
+        },
+        ("taxpayer_id", "period"),
+        "filing_date",
+        date_columns=("filing_date",),
+        window_days=62,
+        freshness_days=62,
+    ),
+    "income_returns": SourceSpec(
+        "income_returns",
+        {
+            "taxpayer_id": TEXT, "fiscal_year": INTEGER, "filing_date": DATE, "revenue_pen": NUMERIC,
+            "cost_of_sales_pen": NUMERIC, "deductions_pen": NUMERIC, "taxable_profit_pen": NUMERIC,
+            "income_tax_pen": NUMERIC,
+        },
+        ("taxpayer_id", "fiscal_year"),
+        "filing_date",
+        date_columns=("filing_date",),
+        window_days=62,
+        freshness_days=62,
+    ),
+    # Electronic invoices as the sellers reported them, aggregated per seller, buyer and month of issue.
+    "einvoices": SourceSpec(
+        "einvoices",
+        {
+            "seller_id": TEXT, "buyer_id": TEXT, "period": TEXT, "invoices": INTEGER,
+            "taxable_amount_pen": NUMERIC, "igv_pen": NUMERIC,
+        },
+        ("seller_id", "buyer_id", "period"),
+        "effective_date",
+    ),
+    # Outcomes of tax audits, reported when the audit closes (months after it opened).
+    "tax_audits": SourceSpec(
+        "tax_audits",
+        {
+            "audit_id": TEXT, "taxpayer_id": TEXT, "program": TEXT, "period_from": TEXT, "period_to": TEXT,
+            "opened_date": DATE, "closed_date": DATE, "result": TEXT, "assessed_tax_pen": NUMERIC,
+            "penalty_pen": NUMERIC,
+        },
+        ("audit_id",),
+        "closed_date",
+        date_columns=("opened_date", "closed_date"),
+        window_days=400,
+        freshness_days=400,
+    ),
 }
+# The daily DAG's sources; the tax side's monthly extracts are read by the monthly tax run.
+DAILY_SOURCES = ("customs", "tax", "enforcement", "reference_prices", "exchange_rates", "permits")
+TAX_SOURCES = ("taxpayers", "igv_returns", "income_returns", "einvoices", "tax_audits")
 
 MIN_PLAUSIBLE_DATE = date(2000, 1, 1)  # earlier dates are impossible for these extracts (critical)
 

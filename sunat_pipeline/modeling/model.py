@@ -108,11 +108,24 @@ class RiskModel:
                     gamma=p["gamma"], tree_method="hist", device=resolve_device(p["device"]), random_state=seed,
                     n_jobs=p["n_jobs"])
 
-    def fit(self, X: pd.DataFrame, y, revenue=None) -> RiskModel:
+    def fit(self, X: pd.DataFrame, y, revenue=None, mechanism=None, channel=None, blind: tuple = (),
+            blind_label_weights: bool = False) -> RiskModel:
+        """``mechanism``: the offence code of each fraud (from its finding); with ``blind`` (the offences a
+        documentary check cannot see) a small classifier learns P(blind offence | fraud, x), which channel
+        selection reads (``documentary_blind_share``). ``channel`` and ``blind_label_weights``: a CLEAN
+        documentary (YELLOW) result counts as a negative only as far as the offence it could hide was visible
+        to that check: weight 1 - P(blind offence | fraud, x)."""
         from xgboost import XGBClassifier, XGBRegressor
 
         y = np.asarray(y, dtype=float)
         self.feature_names_ = list(X.columns)
+        self.mechanism_ = self._fit_mechanism(X, y, mechanism, blind)
+        label_w = np.ones(len(y))
+        if blind_label_weights and channel is not None and self.mechanism_ is not None:
+            clean_doc = (np.asarray(channel, dtype=object) == "YELLOW") & (y == 0)
+            if clean_doc.any():
+                label_w[clean_doc] = 1 - self._blind_share(X.iloc[np.flatnonzero(clean_doc)])
+        self.label_weight_mean_ = float(label_w.mean())
         pos = max(1.0, y.sum())
         # Imbalance: weight positives up to the negatives, capped so rare frauds do not dominate.
         spw = float(min(self.get_params()["max_pos_weight"], (len(y) - pos) / pos))
@@ -122,6 +135,7 @@ class RiskModel:
                                 **self._xgb_common(self.seed + b))
             rows = self._member_rows(len(y), self.seed + b)
             rows, weight = self._resample(np.arange(len(y)) if rows is None else rows, self.seed + b)
+            weight = label_w[rows] * (1.0 if weight is None else weight)
             clf.fit(X.iloc[rows], y[rows], sample_weight=weight)
             self.classifiers_.append(clf)
         self.base_rate_ = float(y.mean())
@@ -139,6 +153,28 @@ class RiskModel:
         self.revenue_fallback_ = float(np.median(np.asarray(revenue, dtype=float)[y > 0])) \
             if revenue is not None and (y > 0).any() else 0.0
         return self
+
+    def _fit_mechanism(self, X: pd.DataFrame, y: np.ndarray, mechanism, blind: tuple):
+        """P(blind offence | fraud, x) on the frauds whose finding names the offence; None without enough."""
+        from xgboost import XGBClassifier
+
+        if mechanism is None or not blind:
+            return None
+        code = pd.Series(np.asarray(mechanism, dtype=object)).fillna("").astype(str).to_numpy()
+        known = (y > 0) & (code != "")
+        t = np.isin(code[known], list(blind)).astype(int)
+        if min(t.sum(), len(t) - t.sum()) < 10:  # too few of either kind to learn from
+            return None
+        clf = XGBClassifier(objective="binary:logistic", eval_metric="logloss",
+                            **{**self._xgb_common(self.seed + 200), "n_estimators": 100, "max_depth": 3})
+        clf.fit(X.iloc[np.flatnonzero(known)], t)
+        return clf
+
+    def _blind_share(self, X: pd.DataFrame) -> np.ndarray:
+        mech = getattr(self, "mechanism_", None)
+        if mech is None:
+            return np.full(len(X), np.nan)
+        return mech.predict_proba(X[self.feature_names_])[:, 1]
 
     def _resample(self, rows: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
         """A member's bootstrap resample of ``rows`` as (distinct rows, how often each was drawn): XGBoost's
@@ -178,6 +214,7 @@ class RiskModel:
             "revenue_if_fraud_usd": rev.round(2),
             "expected_revenue_usd": (p * rev).round(2),
             "uncertainty": bag.std(axis=1).round(6),
+            "documentary_blind_share": self._blind_share(X).round(6),
         }, index=X.index)
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:

@@ -68,11 +68,11 @@ def _labelled(settings: Settings, asof: date):
     customs = inp["customs_history"]
     out = inp["outcomes"].sort_values(["reported_date", "record_id"]).drop_duplicates(
         ["declaration_id", "item_no"], keep="last")
-    lab = customs.merge(out[["declaration_id", "item_no", "result", "revenue_recovered_usd", "channel"]],
-                        on=["declaration_id", "item_no"], how="inner")
+    cols = ["declaration_id", "item_no", "result", "revenue_recovered_usd", "channel", "offence_code"]
+    lab = customs.merge(out[cols], on=["declaration_id", "item_no"], how="inner")
     lab = lab.sort_values(["declaration_date", "declaration_id", "item_no"]).reset_index(drop=True)
     X = build_features(lab, **inp, taxes=settings.tax)
-    meta = lab[["declaration_id", "item_no", "declaration_date", "channel"]].assign(
+    meta = lab[["declaration_id", "item_no", "declaration_date", "channel", "offence_code"]].assign(
         y=(lab.result == "FRAUD").astype(int).to_numpy(), revenue=lab.revenue_recovered_usd.to_numpy())
     log.info("training set as of %s: %d labelled items, %d frauds (%.1f%%)", asof, len(lab),
              int(meta.y.sum()), 100 * meta.y.mean() if len(meta) else 0)
@@ -221,7 +221,8 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual", s
     device = resolve_device(t.device)
     params, trials = model_params(settings, X, meta, tr, search, device)
     model = RiskModel(**{**params, "bag_size": t.bag_size, "seed": settings.seed, "device": device})
-    model.fit(X[tr], meta.y[tr], meta.revenue[tr])
+    model.fit(X[tr], meta.y[tr], meta.revenue[tr], mechanism=meta.offence_code[tr], channel=meta.channel[tr],
+              blind=tuple(settings.selection.documentary_blind), blind_label_weights=t.documentary_blind_labels)
     pred = model.predict(X[ho])
     y_h, rev_h = meta.y[ho].to_numpy(), meta.revenue[ho].to_numpy()
     metrics = {"n_train": int(tr.sum()), "n_holdout": int(ho.sum()), "train_fraud_rate": float(meta.y[tr].mean()),

@@ -33,7 +33,7 @@ EXTRA_COLUMNS = [
     "mandatory", "revenue_if_fraud_usd",  # 1
     "selection_basis", "declaration_fraud_probability", "declaration_expected_revenue_usd", "workload_units",  # 2
     "selection_probability",  # 4
-    "model_fraud_probability", "novelty",  # 5
+    "model_fraud_probability", "novelty", "documentary_blind_share",  # 5
 ]
 COLUMNS = CONTRACT_COLUMNS + EXTRA_COLUMNS
 

@@ -86,7 +86,8 @@ def score_day(settings: Settings, day: date) -> dict:
     hits = evaluate(rules, frame)
     rs = summarise(rules, hits, weights, frame)
     if model is None:
-        pred = rules_prediction(rules, hits, weights, frame).assign(model_fraud_probability=float("nan"))
+        pred = rules_prediction(rules, hits, weights, frame).assign(model_fraud_probability=float("nan"),
+                                                                    documentary_blind_share=float("nan"))
     elif settings.selection.combine == "stacked":  # the learned rule weights steer the ranking
         stack = wrec.get("stack") or stacking.prior(settings, rules)
         pred = stacking.combine(model.predict(X), stack, stacking.area_evidence(rules, rs.rule_hits.tolist(), weights))

@@ -16,7 +16,9 @@ Capacity is per office and per channel, counted in declarations or in workload u
    uncertainty x revenue at stake form a pool, and k-means++ seeding over their feature embedding (scaled
    by that score) picks valuable yet mutually different declarations;
 5. capacity left over (e.g. no exploration candidates) goes to exploitation; everything else is GREEN;
-6. an office with fewer candidates than capacity moves YELLOW selections up to RED while RED has room.
+6. an office with fewer candidates than capacity moves YELLOW selections up to RED while RED has room;
+7. with ``channel_by_mechanism``, RED among the model's picks goes to those most likely to hide an offence
+   only a physical examination finds (``by_mechanism``).
 
 Everything is seeded by (seed, day, office), sorted by declaration id first, so a day's selection is the
 same whatever the row order and however often it runs.
@@ -117,6 +119,10 @@ def rollup(items: pd.DataFrame, embedding: np.ndarray | None = None) -> pd.DataF
         # the model's own probability beside the stacked one (feedback/stacking.py), for the reasons
         lq = np.log1p(-items.model_fraud_probability.astype(float).clip(0, 0.999999))
         d["model_fraud_probability"] = 1 - np.exp(lq.groupby(items.declaration_id.to_numpy(), sort=True).sum())
+    if "documentary_blind_share" in items and items.documentary_blind_share.notna().all():
+        # P(the declaration hides an offence only a physical examination finds): channel choice (step 7)
+        lq = np.log1p(-(items.fraud_probability * items.documentary_blind_share).astype(float).clip(0, 0.999999))
+        d["blind_fraud_probability"] = 1 - np.exp(lq.groupby(items.declaration_id.to_numpy(), sort=True).sum())
     if embedding is not None:
         emb = np.asarray(embedding, dtype=np.float64)
         if emb.shape[0] != len(items):
@@ -253,6 +259,18 @@ class _Office:
         return used
 
 
+def by_mechanism(st: _Office, blind: np.ndarray, p: np.ndarray) -> None:
+    """Step 7 (``channel_by_mechanism``, capacity in declarations): among the model's picks (exploitation and
+    exploration), the RED places go to those most likely to hide an offence a documentary check cannot see,
+    the rest to YELLOW; as many of each as before. Mandatory and random picks keep their channel (the random
+    share stays an unbiased sample of each channel)."""
+    picks = np.flatnonzero(np.isin(st.reason, ["exploitation", "exploration"]))
+    n_red = int((st.channel[picks] == "RED").sum())
+    order = picks[np.lexsort((picks, -p[picks], -np.nan_to_num(blind[picks])))]
+    st.channel[order[:n_red]] = "RED"
+    st.channel[order[n_red:]] = "YELLOW"
+
+
 def selection_probability(reason: np.ndarray, p_random: float, p_explore: np.ndarray) -> np.ndarray:
     """Each declaration's probability of being selected under the day's policy, given the scores (the
     propensity that inverse-propensity estimates divide by; docs/models.md):
@@ -355,6 +373,8 @@ def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed:
             if st.cost[j] <= st.left[0] + _EPS:
                 st.channel[j] = "RED"
                 st.left += np.array([-st.cost[j], st.cost[j]])
+        if cfg.channel_by_mechanism and in_decl and "blind_fraud_probability" in g:
+            by_mechanism(st, g.blind_fraud_probability.to_numpy(dtype=np.float64), p)
         channel[idx], reason[idx], basis[idx], units[idx] = st.channel, st.reason, st.basis, wl
         prob[idx] = selection_probability(st.reason, p_random, p_explore)
     if over:
