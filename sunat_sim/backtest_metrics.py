@@ -126,7 +126,7 @@ def gate_agreement(lake: Path) -> dict:
     ALL the holdout days' items captures (the gate leaves both models' scores under gold/champion_gate/)."""
     import json
 
-    from sunat_pipeline.modeling.gate import _top
+    from sunat_pipeline.modeling.gate import top_mask
     from sunat_pipeline.modeling.train import promotion
 
     s = get_settings(lake_root=lake)
@@ -139,7 +139,7 @@ def gate_agreement(lake: Path) -> dict:
         dec = json.loads((d / "decision.json").read_text())
         f = pd.read_parquet(d / "items.parquet").merge(truth, on=["declaration_id", "item_no"], how="left")
         rev = np.where(f.is_fraud.fillna(False).astype(bool), f.revenue_at_stake_usd.fillna(0), 0.0)
-        share = {k: float(rev[_top(f[k].to_numpy())].sum() / rev.sum()) if rev.sum() else 0.0
+        share = {k: float(rev[top_mask(f[k].to_numpy())].sum() / rev.sum()) if rev.sum() else 0.0
                  for k in ("challenger", "champion")}
         truly, _ = promotion(share["challenger"], share["champion"], dec.get("promotion_margin", 0.0))
         rows.append({"training_date": d.name.split("=", 1)[1], "method": dec.get("all_traffic", {}).get("method"),

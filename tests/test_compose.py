@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from apt import apt_install
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-worker",
@@ -25,13 +26,10 @@ def _docker_compose() -> str:
     found = shutil.which("docker-compose")
     if found:
         return found
-    if shutil.which("apt-get") and os.geteuid() == 0:
-        r = subprocess.run(["apt-get", "install", "-y", "-q", "docker-compose"], capture_output=True, text=True,
-                           timeout=600, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-        if r.returncode == 0 and shutil.which("docker-compose"):
-            return shutil.which("docker-compose")
-        pytest.skip(f"docker-compose is not installed and apt-get could not install it: {r.stderr[-300:]}")
-    pytest.skip("docker-compose is not installed (apt-get install docker-compose needs root here)")
+    ok, why = apt_install("docker-compose")
+    if ok and shutil.which("docker-compose"):
+        return shutil.which("docker-compose")
+    pytest.skip(f"docker-compose is not installed and could not be installed: {why}")
 
 
 def _env_values() -> dict[str, str]:

@@ -26,7 +26,7 @@ def _population(rng, n=4000):
 
 
 def _truth_share(score, rev):
-    return rev[gate._top(score)].sum() / rev.sum()
+    return rev[gate.top_mask(score)].sum() / rev.sum()
 
 
 def _select(rng, champion, n_exploit, n_random):
@@ -46,7 +46,7 @@ def _select(rng, champion, n_exploit, n_random):
 def test_the_estimate_is_unbiased_where_the_labelled_holdout_favours_the_champion():
     rng = np.random.default_rng(0)
     fraud, rev, champion, challenger = _population(rng)
-    top_rev = lambda score: rev[gate._top(score)].sum()  # noqa: E731
+    top_rev = lambda score: rev[gate.top_mask(score)].sum()  # noqa: E731
     truth = top_rev(challenger) - top_rev(champion)
     assert truth / rev.sum() > 0.05  # the challenger is truly better on all traffic
     est, naive = [], []

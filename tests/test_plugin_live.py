@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from apt import apt_install
 from riskworld import D2, D3, build, copy, env, parquet_counts, parquet_hit_rates
 
 from sunat_pipeline.orchestration.runner import airflow_env, ensure_db
@@ -31,8 +32,8 @@ USERS = {"admin": "admin", "viewer": "viewer"}  # user: role, and password (simp
 
 def _chromium() -> str | None:
     """Debian's chromium, installed when missing and possible; None (and why) otherwise."""
-    if not Path(CHROMIUM).exists() and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=600)
+    if not Path(CHROMIUM).exists():
+        apt_install("chromium")
     return CHROMIUM if Path(CHROMIUM).exists() else None
 
 

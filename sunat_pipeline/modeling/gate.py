@@ -28,6 +28,7 @@ import pandas as pd
 
 from sunat_pipeline.lake.store import atomic_write_bytes, partition, write_parquet_atomic
 from sunat_pipeline.modeling.metrics import PRIMARY_RATE
+from sunat_pipeline.modeling.metrics import _top as top_positions
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,10 @@ def _scored(settings: Settings, items: pd.DataFrame, since: date, upto: date) ->
     return items[KEY].assign(item_no=items.item_no.astype("int64")).merge(sc, on=KEY, how="left")
 
 
-def _top(score: np.ndarray, k: float = PRIMARY_RATE) -> np.ndarray:
-    n = max(1, int(round(len(score) * k)))
+def top_mask(score: np.ndarray, k: float = PRIMARY_RATE) -> np.ndarray:
+    """The items in the top ``k`` of ``score`` (the same cut as the training metrics), as a mask."""
     top = np.zeros(len(score), dtype=bool)
-    top[np.argsort(-np.asarray(score, dtype=float), kind="stable")[:n]] = True
+    top[top_positions(score, k)] = True
     return top
 
 
@@ -63,7 +64,7 @@ def ipw_revenue(score, value, pi) -> float:
     (Horvitz-Thompson: unbiased). ``value``: an inspected item's fraud revenue (0 for a clean or uninspected
     one); ``pi``: its selection probability."""
     w = np.asarray(value, float) / np.clip(np.asarray(pi, float), 1e-9, None)
-    return float(w[_top(score)].sum())
+    return float(w[top_mask(score)].sum())
 
 
 def ipw_share(score, value, pi) -> float:

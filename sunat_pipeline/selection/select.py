@@ -94,20 +94,25 @@ def item_embedding(X: pd.DataFrame, items: pd.DataFrame | None = None) -> np.nda
     return np.hstack(parts)
 
 
+def _any_of(p: pd.Series, declaration_id: pd.Series) -> pd.Series:
+    """Per declaration (sorted by id): the probability that any of its items is positive, 1 - prod(1 - p)."""
+    lq = np.log1p(-p.astype(float).clip(0, 0.999999))
+    return (1 - np.exp(lq.groupby(declaration_id.to_numpy(), sort=True).sum())).rename_axis("declaration_id")
+
+
 def rollup(items: pd.DataFrame, embedding: np.ndarray | None = None) -> pd.DataFrame:
     """One row per declaration (sorted by id) from item scores; see the module docstring for the rules.
 
     ``embedding`` (items x d, aligned with ``items``' rows) becomes columns ``emb_0..emb_{d-1}``: the mean
     over the declaration's items.
     """
-    g = items.assign(_lq=np.log1p(-items.fraud_probability.clip(0, 0.999999))).groupby(
-        "declaration_id", sort=True)
+    g = items.groupby("declaration_id", sort=True)
     d = pd.DataFrame({
         "customs_office": g.customs_office.first(),
         "importer_id": g.importer_id.first(),
         "hs2": g.hs_code.first().str[:2],
         "n_items": g.size().astype("int64"),
-        "fraud_probability": 1 - np.exp(g._lq.sum()),
+        "fraud_probability": _any_of(items.fraud_probability, items.declaration_id),
         "expected_revenue_usd": g.expected_revenue_usd.sum(),
         "revenue_if_fraud_usd": g.revenue_if_fraud_usd.max(),
         "uncertainty": g.uncertainty.max(),
@@ -117,12 +122,11 @@ def rollup(items: pd.DataFrame, embedding: np.ndarray | None = None) -> pd.DataF
     })
     if "model_fraud_probability" in items and items.model_fraud_probability.notna().all():
         # the model's own probability beside the stacked one (feedback/stacking.py), for the reasons
-        lq = np.log1p(-items.model_fraud_probability.astype(float).clip(0, 0.999999))
-        d["model_fraud_probability"] = 1 - np.exp(lq.groupby(items.declaration_id.to_numpy(), sort=True).sum())
+        d["model_fraud_probability"] = _any_of(items.model_fraud_probability, items.declaration_id)
     if "documentary_blind_share" in items and items.documentary_blind_share.notna().all():
         # P(the declaration hides an offence only a physical examination finds): channel choice (step 7)
-        lq = np.log1p(-(items.fraud_probability * items.documentary_blind_share).astype(float).clip(0, 0.999999))
-        d["blind_fraud_probability"] = 1 - np.exp(lq.groupby(items.declaration_id.to_numpy(), sort=True).sum())
+        d["blind_fraud_probability"] = _any_of(items.fraud_probability * items.documentary_blind_share,
+                                               items.declaration_id)
     if embedding is not None:
         emb = np.asarray(embedding, dtype=np.float64)
         if emb.shape[0] != len(items):
