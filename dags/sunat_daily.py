@@ -6,6 +6,9 @@ previous day (the day before the end of its data interval; the `date` param re-r
 caught up in order, one run at a time; `airflow backfill create` runs a range. A run not done by
 `operations.deadline_at` alerts, and every failure posts to the `sunat_alerts` webhook (docs/operations.md).
 
+0. **wait_for_customs_extract**: waits (rescheduled every `operations.extract_poke_min`, not holding a worker)
+   until the day's customs extract has landed; a run whose extract has not landed after
+   `operations.extract_wait_h` fails and alerts instead of scoring an empty day.
 1. **ingest_&lt;source&gt;**: every extract landed up to the day is kept in bronze (byte-for-byte, with a
    manifest) or quarantined with a report after its Great Expectations suite; accepted rows upsert silver.
 2. **reconcile**: proves every landed file is in bronze or quarantine, and checks across sources (an inspection
@@ -70,6 +73,19 @@ def _day(context) -> str:
     doc_md=__doc__,
 )
 def sunat_daily():
+    @task.sensor(poke_interval=60 * OPS.extract_poke_min, timeout=3600 * OPS.extract_wait_h, mode="reschedule")
+    def wait_for_customs_extract(**context) -> bool:
+        """The day's declarations have landed (the customs extract of the day or a later one)."""
+        import logging
+
+        from sunat_pipeline.ingest.landing import landed_through
+
+        through = landed_through(get_settings(), "customs")
+        ok = through is not None and through >= _date(context)
+        logging.getLogger("sunat.ingest").info("customs extracts landed through %s; day %s %s", through,
+                                               _day(context), "ready" if ok else "not landed yet: waiting")
+        return ok
+
     # Each task runs one step of the daily pipeline defined once in sunat_pipeline/daily.py (the backtest and
     # the tests run the same steps in one process with daily.run_day).
     @task(outlets=[SILVER])
@@ -158,7 +174,9 @@ def sunat_daily():
                  kpis["drift_max_psi"], " (retraining requested)" if kpis["retrain_requested"] else "",
                  kpis["report_path"])
 
+    landed = wait_for_customs_extract()
     ingested = [ingest.override(task_id=f"ingest_{s}")(s) for s in SOURCES]
+    landed >> ingested
     recon = reconcile(ingested)
     trained = train_if_due(recon)
     scored = score(trained)

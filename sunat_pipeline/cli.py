@@ -51,6 +51,18 @@ def cmd_ingest(a) -> int:
     return 0
 
 
+def cmd_tax_month(a) -> int:
+    """The monthly tax run in this process (what the sunat_tax_monthly DAG's tasks run, in order)."""
+    from sunat_pipeline.tax import monthly
+
+    t = time.time()
+    out = monthly.run_month(get_settings(), a.month)
+    lst = out["audit_list"]
+    print(f"tax month {a.month}: listed {lst['listed']} taxpayers over {lst['offices']} offices {lst['by_reason']} "
+          f"-> {lst['path']} ({time.time() - t:.0f} s)")
+    return 0
+
+
 def cmd_weights_history(a) -> int:
     from sunat_pipeline.feedback.weights import weights_history
 
@@ -130,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     ig.add_argument("--date", type=_date, required=True, help="ingest every file available up to this day")
     ig.add_argument("--source", help="only this source (default: every source)")
     ig.set_defaults(fn=cmd_ingest)
+    tm = sub.add_parser("tax-month", help="run (or re-run) the monthly tax audit selection for a month, in process")
+    tm.add_argument("--month", required=True, help="the processed month, YYYY-MM (its cutoff: the 1st of the next)")
+    tm.set_defaults(fn=cmd_tax_month)
     pc = sub.add_parser("pin-champion", help="rollback: point @champion at an earlier model version")
     pc.add_argument("--version", required=True)
     pc.set_defaults(fn=cmd_pin)

@@ -156,6 +156,49 @@ class TaxSettings(BaseModel):
     ipm_rate: float = Field(0.02, ge=0, le=1, description="municipal promotion tax (IPM) on CIF + duty")
 
 
+class TaxAuditSettings(BaseModel):
+    """The monthly tax audit selection (sunat_pipeline/tax/, docs/tax.md "The monthly audit list")."""
+
+    capacity: dict[str, int] = Field(default_factory=dict, description="audits a regional tax office opens a "
+                                     "month (explicit; wins over the share below)")
+    capacity_share: float = Field(0.02, ge=0, le=1, description="capacity of an office without an explicit one: "
+                                  "this share of its eligible taxpayers")
+    min_capacity: int = Field(1, ge=0, description="least capacity of an office with eligible taxpayers")
+    random_share: float = Field(0.15, ge=0, le=1, description="share of each office's list chosen at random "
+                                "(unbiased labels for the next trainings)")
+    anomaly_weight: float = Field(0.0, ge=0, le=1, description="where a supervised champion exists: weight of the "
+                                  "anomaly score's rank percentile blended with the supervised one's (the "
+                                  "supervised model already starts from the anomaly score; without one the "
+                                  "anomaly score is the combined score)")
+    window_months: int = Field(6, ge=1, description="return periods a month's features read (ending the month "
+                               "before the processed one)")
+    filing_due_day: int = Field(20, ge=1, le=28, description="a return filed after this day of the month after "
+                                "its period counts as late")
+    material_share: float = Field(0.05, ge=0, description="an assessment counts as a positive label when it is at "
+                                  "least this share of the IGV debit declared for the audited periods")
+    min_positive_labels: int = Field(15, ge=1, description="fewer positive labels than this: no supervised model")
+    holdout_months: int = Field(2, ge=1, description="audits opened in the last months with outcomes judge the "
+                                "challenger against the champion")
+    ipw_power: float = Field(0.5, ge=0, le=1, description="labels weigh (1 / propensity) ** this: 1 is full inverse "
+                             "propensity weighting, 0 none; tempered, since a few dozen positives make full "
+                             "weights noisy (docs/tax.md)")
+    max_ipw: float = Field(3.0, ge=1, description="cap of the label weights (after normalising them to mean 1)")
+    promotion_margin: float = Field(0.0, description="a challenger must beat the champion's weighted ROC AUC by this")
+    n_estimators: int = Field(50, ge=1, description="boosting rounds of the supervised XGBoost model")
+    max_depth: int = Field(2, ge=1, description="tree depth of the supervised model")
+    learning_rate: float = Field(0.05, gt=0, description="shrinkage of the supervised model")
+    anomaly_trees: int = Field(300, ge=1, description="trees of the Isolation Forest")
+    reasons_top: int = Field(3, ge=1, description="reasons given per listed taxpayer")
+    anomaly_model: str = Field("sunat-tax-anomaly", description="registered name of the anomaly model")
+    audit_model: str = Field("sunat-tax-audit", description="registered name of the supervised audit model")
+    experiment: str = Field("sunat-tax-audit", description="MLflow experiment of both tax models")
+    run_day: int = Field(2, ge=1, le=28, description="day of the month the monthly run fires (local time); it "
+                         "processes the previous month")
+    run_at: time = Field(time(7, 0), description="local time of the monthly run")
+    start_month: str = Field("2026-01", pattern=r"^\d{4}-\d{2}$", description="first month the monthly DAG "
+                             "processes")
+
+
 class IngestSettings(BaseModel):
     """The landing zone's completeness contract (docs/landing.md)."""
 
@@ -235,6 +278,10 @@ class OperationsSettings(BaseModel):
                                  "`airflow dags test` runs turn it off: Airflow 3.3 fails them when it is set)")
     retrain_cron: str = Field("0 3 * * 0", description="local cron of the weekly retraining (also started by a "
                               "drift request)")
+    extract_wait_h: float = Field(4, ge=0, description="how long a daily run waits for its day's customs extract "
+                                  "to land before it fails (0: fail at once); it checks every `extract_poke_min`")
+    extract_poke_min: float = Field(5, gt=0, description="minutes between two checks of the landing zone while a "
+                                    "daily run waits for its extract")
     task_timeout_min: int = Field(60, ge=1, description="execution timeout of each task")
     train_timeout_min: int = Field(180, ge=1, description="execution timeout of a task that trains")
     dagrun_timeout_h: float = Field(12, gt=0, description="a daily or retraining run taking longer fails")
@@ -259,6 +306,7 @@ class Settings(BaseSettings):
     seed: int = 42
     rules_file: Path | None = None
     tax: TaxSettings = TaxSettings()
+    tax_audit: TaxAuditSettings = TaxAuditSettings()
     ingest: IngestSettings = IngestSettings()
     selection: SelectionSettings = SelectionSettings()
     training: TrainingSettings = TrainingSettings()

@@ -39,7 +39,10 @@ for dag_id, dag in bag.dags.items():
         "tasks": {t.task_id: {"retries": t.retries, "pool": t.pool,
                               "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
                               "on_failure": _names(t.on_failure_callback),
-                              "outlets": sorted(a.name for a in t.outlets)}
+                              "outlets": sorted(a.name for a in t.outlets),
+                              "upstream": sorted(t.upstream_task_ids),
+                              "mode": getattr(t, "mode", None),
+                              "sensor_timeout_s": getattr(t, "timeout", None) if hasattr(t, "poke") else None}
                   for t in dag.tasks},
         "schedule": str(dag.timetable),
         "timetable": {k: str(getattr(dag.timetable, k, None)) for k in ("expression", "timezone", "interval")},
@@ -87,9 +90,21 @@ def test_every_task_retries_and_every_dag_tagged_and_documented(parsed):
 
 def test_daily_chain_order(parsed):
     tasks = set(parsed["dags"]["sunat_daily"]["tasks"])
-    assert {"ingest_customs", "ingest_enforcement", "ingest_tax", "ingest_reference_prices",
+    assert {"wait_for_customs_extract", "ingest_customs", "ingest_enforcement", "ingest_tax", "ingest_reference_prices",
             "ingest_exchange_rates", "ingest_permits",
             "reconcile", "train_if_due", "score", "feedback", "kpi_report", "drift_request", "report"} == tasks
+
+
+def test_daily_run_waits_for_its_extract_without_holding_a_worker(parsed):
+    # Before: a run whose customs extract had not landed scored an empty day; now every ingest waits on a sensor
+    # in reschedule mode that gives up (and alerts) after operations.extract_wait_h.
+    from sunat_pipeline.settings import OperationsSettings
+
+    tasks = parsed["dags"]["sunat_daily"]["tasks"]
+    sensor = tasks["wait_for_customs_extract"]
+    assert sensor["mode"] == "reschedule" and sensor["upstream"] == []
+    assert sensor["sensor_timeout_s"] == 3600 * OperationsSettings().extract_wait_h
+    assert all("wait_for_customs_extract" in t["upstream"] for k, t in tasks.items() if k.startswith("ingest_"))
 
 
 def test_daily_dag_ingests_exactly_the_contract_sources(parsed):
@@ -175,3 +190,20 @@ def test_asset_uris_name_the_lake_folders_they_stand_for(tmp_path, monkeypatch):
     assert a["DRIFT_REQUEST"].uri == requests_dir(s).as_uri()
     assert all(x.uri.startswith((tmp_path / "lake").as_uri()) for k, x in a.items() if k != "MODEL")
     assert a["MODEL"].uri == f"mlflow://models/{s.registered_model}"
+
+
+def test_tax_monthly_chain_schedule_and_hygiene(parsed):
+    from sunat_pipeline.settings import get_settings
+
+    s = get_settings()
+    d = parsed["dags"]["sunat_tax_monthly"]
+    assert list(d["tasks"]) == ["ingest", "features", "train", "score", "audit_list", "fold_outcomes"]
+    assert "CronTriggerTimetable" in d["schedule"]
+    assert d["timetable"]["expression"] == "0 7 2 * *" and d["timetable"]["timezone"] == "America/Lima"
+    assert "months=+1" in d["timetable"]["interval"]
+    assert d["start_date"] == "2026-02-02T12:00:00+00:00"  # 07:00 in Lima (UTC-5)
+    assert d["tasks"]["train"]["pool"] == s.operations.champion_pool  # it can move the tax models' aliases
+    assert all(t["pool"] == "default_pool" for k, t in d["tasks"].items() if k != "train")
+    assert d["tasks"]["train"]["timeout_s"] == s.operations.train_timeout_min * 60
+    assert d["on_failure"] == ["WebhookNotifier"] and d["max_active_runs"] == 1 and d["dagrun_timeout_s"]
+    assert "month" in d["params"] and "monthly" in d["tags"]

@@ -152,9 +152,10 @@ def test_without_the_connection_an_alert_is_only_logged(caplog, monkeypatch):
 
 
 def test_through_airflow_a_deterministic_failure_fails_at_once_and_alerts(receiver, tmp_path):
-    """A real run (`airflow dags test`) of the daily DAG on an empty lake: training has no frauds to learn from,
-    a failure a retry would repeat, so the task fails on its first try (AirflowFailException), and the task's and
-    the run's failure alerts reach the webhook of the `sunat_alerts` connection."""
+    """A real run (`airflow dags test`) of the daily DAG on a lake with only an empty extract: training has no
+    frauds to learn from, a failure a retry would repeat, so the task fails on its first try
+    (AirflowFailException), and the task's and the run's failure alerts reach the webhook of the `sunat_alerts`
+    connection."""
     import os
     import subprocess
     import sys
@@ -167,6 +168,12 @@ def test_through_airflow_a_deterministic_failure_fails_at_once_and_alerts(receiv
                AIRFLOW__CORE__DAGS_FOLDER=str(root / "dags"), SUNAT_LAKE_ROOT=str(tmp_path / "lake"),
                SUNAT_MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db",
                AIRFLOW_CONN_SUNAT_ALERTS=json.dumps({"conn_type": "http", "host": f"{url}/alerts"}))
+    # The day's customs extract has landed (header only: no declarations), so the run gets past its sensor.
+    from sunat_pipeline.ingest.sources import SOURCES
+
+    landing = tmp_path / "lake" / "landing" / "customs"
+    landing.mkdir(parents=True)
+    (landing / f"customs__{DAY.isoformat()}.csv").write_text(",".join(SOURCES["customs"].columns) + "\n")
     airflow = str(Path(sys.executable).with_name("airflow"))
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     r = subprocess.run([airflow, "dags", "test", "sunat_daily", "--conf", json.dumps({"date": DAY.isoformat()})],
@@ -179,3 +186,21 @@ def test_through_airflow_a_deterministic_failure_fails_at_once_and_alerts(receiv
     task = bodies[0]
     assert task["task_id"] == "train_if_due" and task["try_number"] == 1
     assert "NotEnoughLabels" in task["error"] and "not retried" in task["error"]
+
+
+def test_a_daily_run_knows_how_far_its_extracts_have_landed(store):
+    """The daily DAG's sensor waits until the customs extracts cover its day: a bulk history file covers every
+    day up to its own, a later daily file covers its day; misnamed, in-progress and other sources' files do not."""
+    from sunat_pipeline.ingest.landing import landed_through
+
+    folder = store.landing / "customs"
+    folder.mkdir(parents=True)
+    assert landed_through(store, "customs") is None
+    (folder / "customs__2026-03-01__history.csv").write_text("x\n")
+    (folder / "customs_2026-03-09.csv").write_text("x\n")            # one underscore: rejected, covers nothing
+    (folder / ".customs__2026-03-08.csv.tmp").write_text("x\n")       # still being written
+    (store.landing / "enforcement").mkdir()
+    (store.landing / "enforcement" / "enforcement__2026-03-07.csv").write_text("x\n")
+    assert landed_through(store, "customs") == date(2026, 3, 1)
+    (folder / "customs__2026-03-03.csv").write_text("x\n")
+    assert landed_through(store, "customs") == date(2026, 3, 3)

@@ -2,7 +2,8 @@
 (sunat_pipeline/orchestration/scheduled.py): a real api-server, scheduler (LocalExecutor) and DAG processor;
 each day one backfill run with the scheduled run's logical date and data interval, the inspections between
 days. Every run left in the metadata database is a backfill run that started after it was created and took
-minutes, not months (what `airflow dags test` records); the DAG is paused again and every process is gone."""
+minutes, not months (what `airflow dags test` records); the DAG is left on with its next run the day after the
+last one (as in production, not paused with no next run) and every process is gone."""
 
 from __future__ import annotations
 
@@ -38,10 +39,12 @@ def demo(tiny_world, tmp_path_factory):
     with contextlib.closing(sqlite3.connect(s.airflow_home_path / "airflow.db")) as c:
         runs = pd.read_sql("select run_id, run_type, state, created_at, queued_at, start_date, end_date, "
                            "data_interval_end from dag_run where dag_id = 'sunat_daily' order by id", c)
-        paused = c.execute("select is_paused from dag where dag_id = 'sunat_daily'").fetchone()[0]
+        paused, next_run = c.execute("select is_paused, next_dagrun_data_interval_end from dag "
+                                     "where dag_id = 'sunat_daily'").fetchone()
         tasks = c.execute("select count(*) from task_instance where dag_id = 'sunat_daily' and hostname != ''"
                           ).fetchone()[0]
-    return {"settings": s, "days": days, "runs": runs, "paused": paused, "procs": procs, "tasks": tasks}
+    return {"settings": s, "days": days, "runs": runs, "paused": paused, "next_run": next_run, "procs": procs,
+            "tasks": tasks}
 
 
 def test_each_day_is_one_scheduler_run_of_its_data_interval(demo):
@@ -51,7 +54,7 @@ def test_each_day_is_one_scheduler_run_of_its_data_interval(demo):
     assert ends == [pd.Timestamp(schedule.run_time(s.operations, d)) for d in demo["days"]]
     for d in demo["days"]:
         assert len(pd.read_parquet(s.scored_dir / f"declaration_date={d}" / "part-0.parquet")) > 0
-    assert demo["tasks"] == 26  # every task of both runs ran in a worker of the scheduler's executor
+    assert demo["tasks"] == 28  # every task of both runs ran in a worker of the scheduler's executor
 
 
 def test_every_run_started_after_its_creation_and_took_minutes(demo):
@@ -61,6 +64,10 @@ def test_every_run_started_after_its_creation_and_took_minutes(demo):
         assert end - start < timedelta(minutes=10), r
 
 
-def test_the_dag_is_paused_again_and_every_process_stopped(demo):
-    assert demo["paused"] == 1
+def test_the_dag_is_left_on_with_the_next_day_as_its_next_run_and_every_process_stopped(demo):
+    # Before: paused, with no next run (the UI after `make demo` showed a switched-off DAG).
+    assert demo["paused"] == 0
+    # The next run's data interval ends at the run time of the day after the last one run (it processes that day).
+    after_last = schedule.run_time(demo["settings"].operations, demo["days"][-1] + timedelta(days=1))
+    assert pd.Timestamp(demo["next_run"], tz="UTC") == pd.Timestamp(after_last)
     assert all(p.poll() is not None for p in demo["procs"])

@@ -8,14 +8,16 @@ A declaration lodged on day D may use only what was known at the start of D:
   features), counted once per item with the latest result reported by D;
 * tax returns filed on or before D, exchange rates of months that ended before them;
 * reference prices in force on D (the latest issue per HS10 and origin with ``effective_date <= D``);
-* the permit register as known before D (``permits``: registered, and status set, before D).
+* the permit register as known before D (``permits``: registered, and status set, before D);
+* the monthly tax run's scores, audit list and audit outcomes published before D (``taxrisk``).
 
 Every join is an as-of join on those dates (vectorised: integer-coded keys, counting sorts and binary
 search; no per-row Python), so the same code builds features for training (many days at once) and for
 one day's scoring, with identical values. ``build_features(..., profile_state=...)`` takes the entity
 profiles from the persisted daily state (``sunat_pipeline.features.history``) instead of recomputing them.
 The parts: ``declared`` (the item itself), ``valuation`` and ``anomaly`` (past declarations), ``activity``
-(the importer's past), ``history`` (entity profiles), ``tax`` (tax returns); ``catalog`` describes them all.
+(the importer's past), ``history`` (entity profiles), ``tax`` (tax returns), ``taxrisk`` (the tax run's risk of the
+importer); ``catalog`` describes them all.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sunat_pipeline.features.declared import base_features
 from sunat_pipeline.features.history import ProfileState, labelled_outcomes, profile_features, state_features
 from sunat_pipeline.features.permits import permit_valid
 from sunat_pipeline.features.tax import tax_features
+from sunat_pipeline.features.taxrisk import tax_risk_features
 from sunat_pipeline.features.valuation import peer_deviations
 from sunat_pipeline.settings import TaxSettings
 
@@ -39,7 +42,9 @@ from sunat_pipeline.settings import TaxSettings
 def build_features(items: pd.DataFrame, *, customs_history: pd.DataFrame, outcomes: pd.DataFrame,
                    reference: pd.DataFrame, tax: pd.DataFrame, fx: pd.DataFrame,
                    permits: pd.DataFrame | None = None, profile_state: ProfileState | None = None,
-                   taxes: TaxSettings | None = None, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFrame:
+                   taxes: TaxSettings | None = None, spec: FeatureSpec = DEFAULT_SPEC,
+                   tax_scores: pd.DataFrame | None = None, tax_lists: pd.DataFrame | None = None,
+                   tax_audits: pd.DataFrame | None = None) -> pd.DataFrame:
     """Feature matrix (columns ``feature_names(spec)``: FEATURES by default) aligned with ``items`` (reset index).
 
     ``customs_history`` and ``outcomes`` may hold data after the items' dates: the as-of joins keep
@@ -49,6 +54,8 @@ def build_features(items: pd.DataFrame, *, customs_history: pd.DataFrame, outcom
     ``permits``: the permit register (silver ``permits``); None or empty: ``permit_valid`` is NaN.
     ``taxes``: the import tax rates (``settings.tax``; None: the settings' defaults).
     ``spec``: which configurable features to build (the daily pipeline's by default).
+    ``tax_scores``, ``tax_lists``, ``tax_audits``: the monthly tax run's tables with their publication dates
+    (``taxrisk.load``); None or empty: the tax risk features are NaN.
     """
     taxes = TaxSettings() if taxes is None else taxes
     items = items.reset_index(drop=True)
@@ -69,7 +76,8 @@ def build_features(items: pd.DataFrame, *, customs_history: pd.DataFrame, outcom
             parts.append(profile_features(items, labelled, spec.profiles))
         if spec.peer_groups:
             parts.append(peer_deviations(items, customs_history, spec.peer_groups, h_day))
-        parts += [base, valuation.result(), pd.DataFrame({"permit_valid": permit_valid(items, permits)})]
+        parts += [base, valuation.result(), pd.DataFrame({"permit_valid": permit_valid(items, permits)}),
+                  tax_risk_features(items, tax_scores, tax_lists, tax_audits)]
     cols = {}
     for part in parts:
         cols.update({c: part[c].to_numpy(dtype="float64") for c in part.columns})

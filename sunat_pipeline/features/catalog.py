@@ -77,6 +77,8 @@ _PROFILE_NAMES = {"importer_id": "importer", "declarant_id": "declarant (customs
                   "customs_office": "customs office", "office_importer": "office x importer pair",
                   "hs6_origin": "HS6 x origin pair"}
 _KNOWN = "outcomes with reported_date <= D, each inspected item once with its latest result"
+_TAX_RUN = ("taxpayers", "igv_returns", *_IMP)  # what the monthly tax run needs to score and list
+_PUBLISHED = "published on the run date, day tax_audit.run_day of M+1, strictly before D"
 _WINDOW = (f"last {UV_WINDOW} items lodged strictly before D in the first group with >= {UV_MIN_GROUP} of them: "
            + " -> ".join(UV_LEVELS))
 
@@ -232,6 +234,24 @@ def _static(profiles: list[Feature]) -> list[Feature]:
         Feature("tax_sales_over_purchases", "sales over purchases in the latest tax return (margin)", "tax", "ratio",
                 "sales_pen / purchases_pen; latest return with filing_date <= D", "tax-customs consistency",
                 ("tax", *_IMP)),
+        # tax risk: the monthly tax run's tables published before D (features/taxrisk.py)
+        Feature("tax_risk_score", "the importer's tax audit risk score in the latest monthly tax run",
+                "tax audit run", "score", "combined_score in gold/tax_scores of the latest month M published "
+                f"before D ({_PUBLISHED}); NaN if none, or the importer was not eligible that month",
+                "tax risk", _TAX_RUN),
+        Feature("tax_risk_rank_share", "the importer's rank by tax audit risk, as a share of the eligible",
+                "tax audit run", "ratio", "population_rank / eligible taxpayers of the same month M (1 / eligible = "
+                "riskiest); NaN as tax_risk_score", "tax risk", _TAX_RUN),
+        Feature("tax_audit_listed", "the importer is a risk pick of the latest monthly tax audit list",
+                "tax audit run", "binary", "1 if on gold/tax_audit_list of month M with selection_reason risk, 0 if "
+                "not (a random pick counts 0: it says nothing of risk); NaN if no list published before D",
+                "tax risk", _TAX_RUN),
+        Feature("tax_audits_closed", "tax audits of the importer closed and known before the day", "tax audit run",
+                "count", "audits in gold/tax_audit_outcomes of the runs published before D (each from the first run "
+                "that knew it); NaN if no run published before D", "tax risk", ("tax_audits", *_IMP)),
+        Feature("tax_audits_assessed", "those tax audits that assessed tax", "tax audit run", "count",
+                "audits counted in tax_audits_closed with result ASSESSED; NaN as tax_audits_closed", "tax risk",
+                ("tax_audits", *_IMP)),
         # calendar
         Feature("day_of_week", "day of week of lodgement", "customs", "ordinal", "0 Monday .. 6 Sunday", "calendar",
                 C("declaration_date")),
@@ -298,6 +318,10 @@ def catalog_markdown() -> str:
         "known); each item counts once with its latest result; corrections reported later never change D.",
         "- **tax**: the importer's latest return with `filing_date <= D`, against its customs imports of the "
         "return's month (a month that ended before the filing).",
+        "- **tax audit run**: the monthly tax run's tables (scores, audit list, audit outcomes) of the months "
+        "published strictly before D; a month is published on its run date, day `tax_audit.run_day` of the next "
+        "month (docs/tax.md, \"Customs and tax inform each other\"); NaN when none was published (no tax side). "
+        "The other direction, customs offences and customs risk in the monthly tax features, is in docs/tax.md.",
         "- **anomaly**: one Isolation Forest per calendar month, fit on the last "
         f"{ANOMALY_FIT_ROWS} items lodged before the month began (seed {ANOMALY_SEED}): no item's score depends "
         "on its own day or later.",

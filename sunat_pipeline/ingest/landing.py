@@ -85,6 +85,15 @@ def scan_landing(settings: Settings, source: str, upto: date) -> tuple[list[Land
     return sorted(files, key=lambda f: (f.available, f.path.name)), pending
 
 
+def landed_through(settings: Settings, source: str) -> date | None:
+    """The latest day the source's complete landed files cover (the newest file's date; a bulk history file
+    covers every day up to its own), or None before any. A daily run waits on it: a source system that delivered
+    a day has delivered every day before it."""
+    files, _ = scan_landing(settings, source, date.max)
+    days = [f.available for f in files if f.available != date.min]
+    return max(days) if days else None
+
+
 def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).replace("..", "_")
 

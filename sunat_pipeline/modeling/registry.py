@@ -209,11 +209,13 @@ def version_description(asof: date, metrics: dict, decision: dict, trigger: str)
             f"{verdict}: {decision.get('why', '')}.")
 
 
-def register(settings: Settings, version: str, *, promote: bool, description: str, tags: dict[str, str]) -> None:
-    """Describe a new version (and the registered model), tag it, and move the champion alias if promoted."""
+def register(settings: Settings, version: str, *, promote: bool, description: str, tags: dict[str, str],
+             model_description: str = MODEL_DESCRIPTION) -> None:
+    """Describe a new version (and the registered model: ``model_description``, the customs risk model's unless
+    given), tag it, and move the champion alias if promoted."""
     c = client(settings)
     name = settings.registered_model
-    c.update_registered_model(name, description=MODEL_DESCRIPTION)
+    c.update_registered_model(name, description=model_description)
     c.update_model_version(name, version, description=description)
     for k, v in tags.items():
         c.set_model_version_tag(name, version, k, v)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from sunat_pipeline import ingest
+from sunat_pipeline.features import taxrisk
 from sunat_pipeline.features.build import build_features, item_frame
 from sunat_pipeline.features.catalog import FEATURES, catalog_frame
 from sunat_pipeline.lake.store import read_partitioned, sha256_bytes
@@ -44,7 +45,8 @@ class NotEnoughLabels(RuntimeError):
 
 
 def load_inputs(settings: Settings, asof: date) -> dict[str, pd.DataFrame]:
-    """Everything the pipeline may know at the start of ``asof`` (silver, bounded by partition date)."""
+    """Everything the pipeline may know at the start of ``asof`` (silver, bounded by partition date; the monthly
+    tax run's tables published by then)."""
     customs = ingest.silver(settings, "customs", upto=asof)
     return {
         "customs_history": customs,
@@ -53,6 +55,7 @@ def load_inputs(settings: Settings, asof: date) -> dict[str, pd.DataFrame]:
         "tax": ingest.silver(settings, "tax", upto=asof),
         "fx": ingest.silver(settings, "exchange_rates", upto=asof),
         "permits": ingest.silver(settings, "permits", upto=asof),
+        **taxrisk.load(settings, asof),
     }
 
 

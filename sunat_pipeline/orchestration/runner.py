@@ -74,6 +74,9 @@ def run_dag(settings: Settings, dag_id: str, day: date, quiet: bool = True, conf
     # `airflow dags test` (Airflow 3.3) fails a run that succeeds when its DAG has a deadline alert: it reads the
     # DAG's alert definitions as database ids. The scheduler does not; only these embedded runs go without it.
     env["SUNAT_OPERATIONS__DEADLINE_ALERT"] = "false"
+    # In-process, a waiting sensor would sleep in the caller's terminal: a day whose extract has not landed fails
+    # at once with the sensor's log line instead.
+    env["SUNAT_OPERATIONS__EXTRACT_WAIT_H"] = "0"
     conf = {"date": day.isoformat()} if conf is None else conf
     cmd = [_airflow(), "dags", "test", dag_id, day.isoformat(), "--conf", json.dumps(conf)]
     logf = settings.airflow_home_path / "runs" / f"{dag_id}__{day.isoformat()}.log"

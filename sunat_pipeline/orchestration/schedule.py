@@ -86,3 +86,40 @@ def backfill_window(ops: OperationsSettings, first: date, last: date) -> tuple[s
     """``--from-date`` and ``--to-date`` of ``airflow backfill create`` (both inclusive, on the runs' times) for
     the runs that process the days ``first`` to ``last``."""
     return run_time(ops, first).isoformat(), run_time(ops, last).isoformat()
+
+
+# The monthly tax run (sunat_tax_monthly): at ``tax_audit.run_at`` local time on day ``tax_audit.run_day`` of
+# each month, for the previous month (its data interval: the month before the run, as a one-month interval).
+def monthly_timetable(ops: OperationsSettings, run_day: int, run_at):
+    """The monthly DAG's timetable: ``run_at`` local time on ``run_day`` of each month, one month's interval."""
+    from airflow.sdk import CronTriggerTimetable
+    from dateutil.relativedelta import relativedelta
+
+    return CronTriggerTimetable(f"{run_at.minute} {run_at.hour} {run_day} * *", timezone=ops.timezone,
+                                interval=relativedelta(months=1))
+
+
+def monthly_start(ops: OperationsSettings, start_month: str, run_day: int, run_at) -> datetime:
+    """The monthly DAG's start date, timezone aware: the run that processes ``start_month`` (``YYYY-MM``)."""
+    import pendulum
+
+    y, m = (int(x) for x in start_month.split("-"))
+    y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return pendulum.datetime(y, m, run_day, run_at.hour, run_at.minute, tz=ops.timezone)
+
+
+def processing_month(context: Any, tz: str) -> str:
+    """The month (``YYYY-MM``) a monthly run processes: the ``month`` param if given; else the local month
+    before the one its data interval ends in (or, without one, the one it was due in)."""
+    import pendulum
+
+    param = (context.get("params") or {}).get("month")
+    if param:
+        return str(param)
+    end = context.get("data_interval_end")
+    if end is None:
+        end = getattr(context.get("dag_run"), "run_after", None)
+    if end is None:
+        raise ValueError("the run has no month param, data interval or run_after: cannot tell its month")
+    first = pendulum.instance(end).in_timezone(tz).date().replace(day=1)
+    return (first - DAY).strftime("%Y-%m")

@@ -4,8 +4,10 @@ way `make demo` runs its days, so the UI shows real queued, start and end times 
 An api-server (tasks talk to its execution API in Airflow 3), a scheduler with the LocalExecutor and a DAG
 processor run in the background, each in its own process group. Each day is one backfill run (`airflow backfill
 create` over that day's run time): its logical date and data interval are the scheduled run's, and the caller
-decides what happens between days (the demo's inspections). While they run the DAG is unpaused with its start
-date after today and catch-up off, so the scheduler makes no run of its own; it is paused again at the end.
+decides what happens between days (the demo's inspections). While they run, the DAG's start date is after today
+and catch-up is off, so the scheduler makes no run of its own. At the end the DAG is left as in production: on,
+with the configured start date and catch-up, its next run the one after the last day run (the processes are
+stopped first; a scheduler started later, `make ui`, makes that run, which waits for its day's extract).
 """
 
 from __future__ import annotations
@@ -55,10 +57,11 @@ def _free_port() -> int:
 class ScheduledAirflow:
     """``with ScheduledAirflow(settings, "sunat_daily") as af: af.run_day(day)``."""
 
-    def __init__(self, settings: Settings, dag_id: str, parallelism: int = 2):
+    def __init__(self, settings: Settings, dag_id: str, parallelism: int = 2, env: dict[str, str] | None = None):
+        """``env``: more variables for every process (e.g. a monthly DAG's start after today)."""
         self.settings, self.dag_id = settings, dag_id
         port = _free_port()
-        env = airflow_env(settings)
+        env_extra, env = env or {}, airflow_env(settings)
         # A start date after today: no scheduled catch-up run while the DAG is unpaused for the backfills.
         tomorrow = datetime.now(ZoneInfo(settings.operations.timezone)).date() + timedelta(days=1)
         env.update({
@@ -77,6 +80,7 @@ class ScheduledAirflow:
             "GX_ANALYTICS_ENABLED": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         })
+        env.update(env_extra)
         self.env, self.port = env, port
         self.db = Path(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
         self.logs = settings.airflow_home_path / "logs" / "services"
@@ -106,18 +110,23 @@ class ScheduledAirflow:
 
     def __exit__(self, *exc) -> None:
         try:
-            # Paused again: parsed later without this start date (make ui), it would catch up every day since the
-            # configured one.
-            with contextlib.suppress(Exception):
-                self._cli("dags", "pause", self.dag_id)
             self.stop()
+            # Serialized again with the configured start date and catch-up (not this session's overrides), so the
+            # DAG page shows the next run a production scheduler would make: the day after the last one run.
+            with contextlib.suppress(Exception):
+                subprocess.run([_airflow(), "dags", "reserialize"], env=airflow_env(self.settings),
+                               capture_output=True, timeout=300, check=True)
         finally:
             signal.signal(signal.SIGTERM, self._sigterm)
 
     def run_day(self, day: date, timeout_s: float = 1800) -> str:
-        """One backfill run for ``day`` (through the REST API); waits until it ends. Returns 'success', raises
-        otherwise."""
-        when = schedule.run_time(self.settings.operations, day).isoformat()
+        """One backfill run of the daily DAG for ``day`` (through the REST API); waits until it ends. Returns
+        'success', raises otherwise."""
+        return self.run_at(schedule.run_time(self.settings.operations, day), str(day), timeout_s)
+
+    def run_at(self, run_time: datetime, what: str, timeout_s: float = 1800) -> str:
+        """One backfill run of the DAG's scheduled run at ``run_time`` (``what`` names it in messages)."""
+        day, when = what, run_time.isoformat()
         status, b = self._api("POST", "/api/v2/backfills", {
             "dag_id": self.dag_id, "from_date": when, "to_date": when, "reprocess_behavior": "completed",
             "max_active_runs": 1}, retry=True)

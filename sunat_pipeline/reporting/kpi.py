@@ -7,7 +7,8 @@ feedback (``feedback.offences(asof=D)``), so a report of a past day is reproduci
 since. ``write`` stores them as ``gold/kpi/<table>/report_date=D/part-0.parquet`` (each report is a
 snapshot: the latest one is the current view, earlier ones show what was known then).
 
-The tables themselves are computed by ``kpi_tables`` (``exploration``: ``kpi_exploration``).
+The tables themselves are computed by ``kpi_tables`` (``exploration``: ``kpi_exploration``; ``tax_audits``:
+``kpi_tax``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sunat_pipeline.feedback import offences as feedback
 from sunat_pipeline.feedback import weights as rule_weights
 from sunat_pipeline.ingest.sources import SOURCES
 from sunat_pipeline.lake.store import read_partitioned, write_partition
-from sunat_pipeline.reporting import kpi_exploration
+from sunat_pipeline.reporting import kpi_exploration, kpi_tax
 from sunat_pipeline.reporting.kpi_tables import (
     ALL,
     calibration,
@@ -43,7 +44,7 @@ from sunat_pipeline.settings import Settings
 log = logging.getLogger(__name__)
 KEY = "report_date"  # each table's partition: one snapshot per report
 TABLES = ("summary", "efficiency", "channels", "rules", "risk_areas", "discoveries", "exploration", "offence_growth",
-          "scores", "calibration", "weights")
+          "scores", "calibration", "weights", "tax_audits")
 _SCORED_COLUMNS = ["declaration_id", "item_no", "declaration_date", "customs_office", "importer_id", "hs_code",
                    "origin_country", "fraud_probability", "expected_revenue_usd", "uncertainty", "rule_score",
                    "rule_hits", "channel", "selection_reason", "model_version", "rule_weights_version", "mandatory",
@@ -167,6 +168,7 @@ def compute(settings: Settings, day: date) -> dict[str, pd.DataFrame]:
         "scores": scores(decl),
         "calibration": calibration(it),
         "weights": weights(settings, day),
+        "tax_audits": kpi_tax.compute(settings, day),  # the monthly tax run's audits (empty without a tax side)
     }
     t["summary"] = summary(settings, day, t, decl, off, green)
     return t

@@ -149,13 +149,9 @@ def _features_of(settings: Settings, items: pd.DataFrame, asof: date) -> pd.Data
     """Features of ``items`` as of each item's day, from what silver holds up to ``asof`` (as scoring does,
     ``train.load_inputs``)."""
     from sunat_pipeline.features.build import build_features
+    from sunat_pipeline.modeling.train import load_inputs
 
-    inp = {"customs_history": ingest.silver(settings, "customs", upto=asof),
-           "outcomes": ingest.silver(settings, "enforcement", upto=asof),
-           "reference": ingest.silver(settings, "reference_prices", upto=asof),
-           "tax": ingest.silver(settings, "tax", upto=asof), "fx": ingest.silver(settings, "exchange_rates", upto=asof),
-           "permits": ingest.silver(settings, "permits", upto=asof)}
-    return _with_categories(items, build_features(items, **inp, taxes=settings.tax))
+    return _with_categories(items, build_features(items, **load_inputs(settings, asof), taxes=settings.tax))
 
 
 def _model_training_date(settings: Settings, model_version: str) -> date | None:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from sunat_pipeline.feedback import offences as feedback
 from sunat_pipeline.lake.store import atomic_write_bytes
-from sunat_pipeline.reporting import kpi, kpi_exploration, plots
+from sunat_pipeline.reporting import kpi, kpi_exploration, kpi_tax, plots
 from sunat_pipeline.reporting.kpi_tables import ALL
 from sunat_pipeline.selection.output import manifests, read_scored
 from sunat_pipeline.settings import Settings
@@ -200,6 +200,25 @@ def _exploration_view(x: pd.DataFrame, window_days: int) -> pd.DataFrame:
     })
 
 
+def _tax_audits(t: pd.DataFrame | None) -> str:
+    """The monthly tax audit section (reporting/kpi_tax.py): the latest published run's audits, or a notice."""
+    if t is None or t.empty:
+        return f"<p class='empty'>{html.escape(kpi_tax.NO_DATA)}</p>"
+    o = kpi_tax.overview(t)
+    total = pd.concat([kpi_tax.view(t, "all", _pct, _fmt, p).assign(all=label) for p, label in  # (first column)
+                       (("all", "every audit known"), (o["month"], f"closed in {o['month']}"))], ignore_index=True)
+    return "".join([
+        f"<p class='note'>The monthly tax run of {o['month']} (published {o['published_date']}): {o['audits']} closed "
+        f"audits known, {o['closed_in_month']} closed in the month. Hit rate: share with tax assessed (Jeffreys 95%); "
+        "yield: assessed tax + penalty per closed audit (bootstrap 95%); lift: hit rate over the RANDOM program's "
+        "in the same sector or office (Katz 95%). <i>List risk picks</i>: audits of taxpayers the list had picked "
+        "by risk the month before (the audits were chosen by the administration). Definitions in docs/kpi.md.</p>",
+        _table(total, classes="kpi nowrap"), "<h3>By sector (every audit known)</h3>",
+        _table(kpi_tax.view(t, "sector", _pct, _fmt), classes="kpi nowrap"),
+        "<h3>By tax office (every audit known)</h3>",
+        _table(kpi_tax.view(t, "tax_office", _pct, _fmt), classes="kpi nowrap")])
+
+
 def render(settings: Settings, day: date, t: dict[str, pd.DataFrame], drift: pd.DataFrame) -> bytes:
     """The HTML page of day ``day``'s report (self-contained; plots embedded)."""
     s = {k: _clean(v) for k, v in t["summary"].iloc[0].to_dict().items()}
@@ -316,6 +335,7 @@ def render(settings: Settings, day: date, t: dict[str, pd.DataFrame], drift: pd.
         "<h2>6. Drift against the training data</h2>", plots.drift(drift, settings),
         _table(drift, ["variable", "kind", "psi", "status", "n_reference", "n_current", "mean_reference",
                        "mean_current"]),
+        f"<h2>7. {kpi_tax.TITLE}</h2>", _tax_audits(t.get("tax_audits")),
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p).encode("utf-8")
