@@ -47,6 +47,9 @@ class BacktestConfig:
     # The KPI report is not a step the next day depends on (bar drift's retraining requests): by default it runs
     # once, after the last day, for the pipeline's own estimates.
     kpi_daily: bool = False
+    # Ingest the policy-independent sources once per seed and day and give every run the result
+    # (``backtest_shared``); off: every run ingests every source itself (the same results, slower).
+    shared_ingest: bool = True
 
     def world_key(self, seed: int) -> dict:
         return {"seed": seed, "history_days": self.history_days, "live_days": self.live_days,
@@ -61,17 +64,43 @@ def run_dir(workdir: Path, seed: int, policy: str) -> Path:
     return Path(workdir) / "runs" / f"seed-{seed}" / policy
 
 
-def prepare_world(workdir: Path, cfg: BacktestConfig, seed: int) -> dict:
-    """Generate the seed's world once (reused while its configuration is the same)."""
-    from sunat_pipeline import daily
-    from sunat_pipeline.ingest.sources import SOURCES
-    from sunat_sim.world import WorldConfig, generate
+def shared_dir(workdir: Path, seed: int) -> Path:
+    return Path(workdir) / "worlds" / f"seed-{seed}-shared"
 
+
+def ingest_settings(lake: Path, seed: int):
+    """The settings the shared ingest runs with: a run's, less its policy and capacity (which change no ingest
+    setting of a shipped policy; a run checks with ``backtest_shared.compatible``)."""
+    from sunat_pipeline.backtest.policies import apply
+
+    base = get_settings(lake_root=lake, mlflow_tracking_uri=f"sqlite:///{lake.parent / 'unused-mlflow.db'}", seed=seed)
+    return apply(base, {}, backtest=BACKTEST_OVERLAY)
+
+
+def prepare_world(workdir: Path, cfg: BacktestConfig, seed: int) -> dict:
+    """Generate the seed's world once (reused while its configuration is the same), and its shared ingest."""
     d = world_dir(workdir, cfg, seed)
     stamp = d / "world_key.json"
     key = cfg.world_key(seed)
     if stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
-        return json.loads(stamp.read_text())["summary"]
+        summary = json.loads(stamp.read_text())["summary"]
+    else:
+        shutil.rmtree(shared_dir(workdir, seed), ignore_errors=True)  # made from the world replaced
+        summary = _generate(d, cfg, seed, key)
+    if cfg.shared_ingest:
+        from sunat_sim import backtest_shared
+        from sunat_sim.world import load_world_config
+
+        backtest_shared.prepare(d, shared_dir(workdir, seed), lambda lake: ingest_settings(lake, seed),
+                                load_world_config(d).live_dates, {"world": key, "overlay": BACKTEST_OVERLAY})
+    return summary
+
+
+def _generate(d: Path, cfg: BacktestConfig, seed: int, key: dict) -> dict:
+    from sunat_pipeline import daily
+    from sunat_pipeline.ingest.sources import SOURCES
+    from sunat_sim.world import WorldConfig, generate
+
     shutil.rmtree(d, ignore_errors=True)
     t = time.time()
     wcfg = WorldConfig(seed=seed, history_days=cfg.history_days, live_days=cfg.live_days,
@@ -82,7 +111,7 @@ def prepare_world(workdir: Path, cfg: BacktestConfig, seed: int) -> dict:
     hist = get_settings(lake_root=d, mlflow_tracking_uri=f"sqlite:///{d / 'unused-mlflow.db'}")
     for source in SOURCES:
         daily.ingest(hist, source, wcfg.last_history_date)
-    stamp.write_text(json.dumps({"key": key, "summary": summary}, indent=2, default=str))
+    (d / "world_key.json").write_text(json.dumps({"key": key, "summary": summary}, indent=2, default=str))
     print(f"[backtest] world seed {seed}: {summary['declarations']} declarations, fraud "
           f"{summary['fraud_rate_declarations']:.1%} of declarations; history ingested ({time.time() - t:.0f} s)",
           flush=True)
@@ -102,6 +131,7 @@ def run_policy(workdir: str, cfg_dict: dict, seed: int, policy_name: str) -> dic
     from sunat_pipeline import daily
     from sunat_pipeline.backtest.policies import load_policy
     from sunat_pipeline.logs import setup
+    from sunat_sim import backtest_shared
     from sunat_sim.inspection import inspect_day
     from sunat_sim.world import load_world_config
 
@@ -122,9 +152,13 @@ def run_policy(workdir: str, cfg_dict: dict, seed: int, policy_name: str) -> dic
     shutil.copytree(wdir, lake, ignore=shutil.ignore_patterns("world_key.json", "unused-mlflow.db*"))
     settings = policy_settings(lake, rdir / "mlflow.db", policy, cfg.capacity, seed)
     days = load_world_config(lake).live_dates
+    shared = shared_dir(Path(workdir), seed) if cfg.shared_ingest and backtest_shared.compatible(
+        settings, ingest_settings(lake, seed)) else None
     t0, per_day, trainings = time.time(), [], []
     for i, day in enumerate(days, 1):
         t = time.time()
+        if shared is not None:
+            backtest_shared.apply(shared, day, lake)
         out = daily.run_day(settings, day, kpi=cfg.kpi_daily)
         insp = inspect_day(settings, day)
         tr = out["train_if_due"]
@@ -147,34 +181,53 @@ def run_policy(workdir: str, cfg_dict: dict, seed: int, policy_name: str) -> dic
 
 
 def run(cfg: BacktestConfig, workdir: Path) -> list[dict]:
-    """Every (seed, policy) run; worlds first, then the runs spread over ``cfg.workers`` processes."""
+    """Every (seed, policy) run spread over ``cfg.workers`` processes: each seed's world (and shared ingest)
+    first, then its runs, the policies that train models before the rules-only ones (the longest first)."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    for seed in cfg.seeds:
-        prepare_world(workdir, cfg, seed)
-    tasks = [(seed, p) for seed in cfg.seeds for p in cfg.policies]
+    tasks = [(seed, p) for seed in cfg.seeds for p in _longest_first(cfg.policies)]
     print(f"[backtest] {len(tasks)} runs ({len(cfg.policies)} policies x {len(cfg.seeds)} seeds x {cfg.live_days} "
           f"live days) on {cfg.workers} worker(s)", flush=True)
     results = []
     if cfg.workers <= 1:
+        for seed in cfg.seeds:
+            prepare_world(workdir, cfg, seed)
         for seed, p in tasks:
             results.append(run_policy(str(workdir), asdict(cfg), seed, p))
-            _progress(len(results), len(tasks), t0, results[-1])
+            _progress(results, len(tasks), t0, cfg.workers)
     else:
         # One XGBoost thread per worker: the workers already use the cores.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         with ProcessPoolExecutor(max_workers=cfg.workers) as ex:
-            futs = [ex.submit(run_policy, str(workdir), asdict(cfg), seed, p) for seed, p in tasks]
-            for f in as_completed(futs):
-                results.append(f.result())
-                _progress(len(results), len(tasks), t0, results[-1])
-    order = {(s, p): i for i, (s, p) in enumerate(tasks)}
+            worlds = {ex.submit(prepare_world, workdir, cfg, seed): seed for seed in cfg.seeds}
+            pending = set(worlds)
+            while pending:
+                f = next(as_completed(pending))
+                pending.discard(f)
+                if f in worlds:  # a seed's world is ready: its runs join the queue
+                    f.result()
+                    pending |= {ex.submit(run_policy, str(workdir), asdict(cfg), s, p) for s, p in tasks
+                                if s == worlds[f]}
+                else:
+                    results.append(f.result())
+                    _progress(results, len(tasks), t0, cfg.workers)
+    order = {(s, p): i for i, (s, p) in enumerate((s, p) for s in cfg.seeds for p in cfg.policies)}
     return sorted(results, key=lambda r: order[(r["seed"], r["policy"])])
 
 
-def _progress(done: int, total: int, t0: float, r: dict) -> None:
-    el = time.time() - t0
-    eta = el / done * (total - done)
-    print(f"[backtest] run {done}/{total} done: seed {r['seed']} {r['policy']} in {r['seconds']:.0f} s "
-          f"({el / 60:.1f} min elapsed, ~{eta / 60:.1f} min left)", flush=True)
+def _longest_first(policies: list[str]) -> list[str]:
+    """Policies that train models take two to three times as long as rules-only ones: started first, they do
+    not leave one worker finishing a long run alone at the end."""
+    from sunat_pipeline.backtest.policies import load_policy
+
+    base = get_settings()
+    return sorted(policies, key=lambda p: not load_policy(base, p).settings.get("training", {}).get("enabled", True))
+
+
+def _progress(done: list[dict], total: int, t0: float, workers: int) -> None:
+    """A finished run, and the time left: the runs left at the mean run time so far, spread over the workers."""
+    el, r = time.time() - t0, done[-1]
+    left = (total - len(done)) * sum(d["seconds"] for d in done) / len(done) / max(1, workers)
+    print(f"[backtest] run {len(done)}/{total} done: seed {r['seed']} {r['policy']} in {r['seconds']:.0f} s "
+          f"({el / 60:.1f} min elapsed, ~{left / 60:.0f} min left)", flush=True)

@@ -99,7 +99,8 @@ def cmd_backtest(a) -> int:
         load_policy(s, p)  # an unknown or invalid policy fails before any world is generated
     cfg = backtest.BacktestConfig(policies=policies, seeds=a.seed or [1, 2, 3], live_days=a.days,
                                   history_days=a.history_days, per_day=a.per_day, capacity=a.capacity,
-                                  difficulty=a.difficulty, workers=a.workers, kpi_daily=a.kpi_daily)
+                                  difficulty=a.difficulty, workers=a.workers, kpi_daily=a.kpi_daily,
+                                  shared_ingest=not a.no_shared_ingest)
     out = Path(a.out or s.lake / "backtests" / "latest").resolve()
     t0 = time.time()
     results = backtest.run(cfg, out / "work")
@@ -163,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--json", help="where to write the figures (default OUT/backtest.json)")
     b.add_argument("--html", help="where to write the HTML summary (default OUT/backtest.html)")
     b.add_argument("--no-mlflow", action="store_true", help="do not log the backtest to MLflow")
+    b.add_argument("--no-shared-ingest", action="store_true", help="every run ingests every source itself (the "
+                   "same results, slower); default: the policy-independent sources once per seed and day")
     b.set_defaults(fn=cmd_backtest)
     a = p.parse_args(argv)
     return a.fn(a)

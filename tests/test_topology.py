@@ -139,7 +139,7 @@ def test_the_daily_run_succeeds_through_celery(run):
     states = {t["task_id"]: t["state"] for t in run["tis"]}
     assert run["dag_run"]["state"] == "success", states
     assert states.pop("drift_request") in ("success", "skipped")
-    assert set(states.values()) == {"success"} and len(states) == 12
+    assert set(states.values()) == {"success"} and len(states) == 13  # with the extract sensor
     assert all(t["executor"] in (None, "CeleryExecutor") and t["queue"] == run["cfg"].queue for t in run["tis"])
 
 
