@@ -178,3 +178,20 @@ def test_the_monthly_schedule_processes_the_previous_month_in_local_time():
     jan = datetime(2026, 1, 2, 12, 30, tzinfo=pendulum.timezone("UTC"))
     assert schedule.processing_month({"data_interval_end": jan}, ops.timezone) == "2025-12"
     assert schedule.processing_month({"params": {"month": "2025-07"}}, ops.timezone) == "2025-07"
+
+
+def test_a_ratio_reason_tells_the_typical_taxpayers_value():
+    """An auditor reads "0.8 times the declared sales" against the usual ratio (e-invoices cover only sales to
+    businesses): the anomaly model's median is told beside it; features without a typical value are left alone."""
+    import math
+
+    import pandas as pd
+
+    from sunat_pipeline.tax.reasons import explain, with_typical
+
+    center = pd.Series({"invoiced_over_declared_sales": math.log(0.46), "log_sales": 10.0})
+    text = explain("invoiced_over_declared_sales", math.log(0.8), {"sector": "COMMERCE"})
+    assert with_typical(text, "invoiced_over_declared_sales", center) == (
+        "e-invoices it issued are 0.8 times the sales it declared in the same months (typical taxpayer: 0.5 times)")
+    assert with_typical("x", "log_sales", center) == "x" and with_typical("x", "missed_share", center) == "x"
+    assert with_typical("x", "invoiced_over_declared_sales", None) == "x"

@@ -109,7 +109,8 @@ def build_list(settings: Settings, month: str) -> dict:
     model = _model(settings, ta.audit_model, versions["supervised"]) or _model(
         settings, ta.anomaly_model, versions["anomaly"])
     unusual = getattr(model, "anomaly", None) or model  # the one-sided z-scores of the anomaly model
-    said = phrase(feats, model.contributions(feats), unusual.contributions(feats), ta.reasons_top)
+    said = phrase(feats, model.contributions(feats), unusual.contributions(feats), ta.reasons_top,
+                  getattr(unusual, "center_", None))
     n = len(sc)
     lead = [(f"chosen at random for quality control ({_share(r.selection_probability)} chance among the "
              f"{r.tax_office} taxpayers not picked by risk)" if r.selection_reason == "random" else
