@@ -97,6 +97,8 @@ def explain(feature: str, value: float, item: dict) -> str:
         "tax_igv_credit_over_import_igv": "no tax return to compare with the IGV the importer paid at customs",
         "tax_sales_over_purchases": "no tax return with purchases for the importer",
         "value_anomaly_score": "too little history to score how unusual the declared values are",
+        **dict.fromkeys(("tax_risk_score", "tax_risk_rank_share", "tax_audit_listed", "tax_audits_closed",
+                         "tax_audits_assessed"), "no monthly tax audit run published before the day"),
     }
     if not fin:
         return missing.get(feature, f"{_DESCRIPTIONS.get(feature, feature)}: not available")
@@ -173,6 +175,17 @@ def explain(feature: str, value: float, item: dict) -> str:
         return f"importer's IGV credit is {v:.2f}x the IGV its imports paid at customs, in its last tax return"
     if feature == "tax_sales_over_purchases":
         return f"importer's declared sales are {v:.2f}x its purchases in its last tax return"
+    if feature == "tax_risk_score":
+        return f"importer's tax audit risk score is {min(v, 1):.2f} of 1 in the latest monthly tax run"
+    if feature == "tax_risk_rank_share":
+        return f"importer ranks among the riskiest {min(v, 1) * 100:.1f}% of taxpayers in the latest monthly tax run"
+    if feature == "tax_audit_listed":
+        return "importer is a risk pick of the latest monthly tax audit list" if v >= 1 else \
+            "importer is not a risk pick of the latest monthly tax audit list"
+    if feature == "tax_audits_closed":
+        return f"importer has {_times(v, 'closed tax audit')} on record"
+    if feature == "tax_audits_assessed":
+        return f"{_times(v, 'tax audit')} of the importer assessed tax"
     if feature == "day_of_week":
         return f"lodged on a {_DAYS[int(v) % 7]}"
     if feature == "month":
