@@ -139,7 +139,12 @@ class TrainingSettings(BaseModel):
     bag_size: int = Field(4, ge=1, description="XGBoost classifiers in the bag (their spread is the uncertainty)")
     documentary_blind_labels: bool = Field(False, description="a CLEAN documentary (YELLOW) result weighs as a "
                                            "negative only as far as the likely offence was visible to it")
-    promotion_margin: float = 0.0
+    promotion_margin: float = Field(0.0, description="a challenger must do at least this much better than the "
+                                    "champion (Revenue@10%) to replace it")
+    promotion_rule: Literal["not_worse", "better"] = Field(
+        "not_worse", description="on the all-traffic estimate: 'not_worse' promotes the challenger (trained on the "
+        "newer outcomes) unless the 95% interval of its difference from the champion lies wholly below the margin; "
+        "'better' promotes it when the point estimate clears the margin (docs/models.md)")
     device: str = "cpu"
     search_budget_s: float = Field(120.0, ge=0, description="hyperparameter search budget of a weekly retraining")
     search_max_trials: int = Field(12, ge=1, description="at most this many search trials (reproducible cap)")

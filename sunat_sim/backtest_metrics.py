@@ -147,7 +147,9 @@ def gate_agreement(lake: Path) -> dict:
                      "challenger_true_share": round(share["challenger"], 4),
                      "champion_true_share": round(share["champion"], 4)})
     agree = [r["promoted"] == r["truth_promotes"] for r in rows]
+    # Beside it, what promoting every challenger would score: the share of retrainings the truth promotes.
     return {"decisions": len(rows), "agree": int(sum(agree)), "agreement": _ratio(sum(agree), len(rows)),
+            "truth_promotes": int(sum(r["truth_promotes"] for r in rows)),
             "by_method": {m: {"decisions": sum(r["method"] == m for r in rows),
                               "agree": sum(a for r, a in zip(rows, agree, strict=True) if r["method"] == m)}
                           for m in sorted({str(r["method"]) for r in rows})},

@@ -45,6 +45,8 @@ def policy_table(runs: dict[str, dict[int, dict]], live_days: int) -> dict[str, 
         gates = [by_seed[s].get("gate", {}) for s in seeds]
         n_gate, n_agree = sum(g.get("decisions", 0) for g in gates), sum(g.get("agree", 0) for g in gates)
         row["gate_decisions"], row["gate_agreement"] = n_gate, (round(n_agree / n_gate, 4) if n_gate else None)
+        n_truth = sum(g.get("truth_promotes", 0) for g in gates)
+        row["gate_truth_promotes"] = round(n_truth / n_gate, 4) if n_gate else None
         for k in ("efficiency_index_est", "efficiency_index_true", "green_fraud_rate_est", "green_fraud_rate_true"):
             row[k] = _mean([by_seed[s]["online"][k] for s in seeds])
         mechs = sorted({m for s in seeds for m in by_seed[s]["by_mechanism"]})
@@ -142,5 +144,6 @@ def bars(table: dict, comps: list[dict]) -> list[dict]:
             a = table[p]["gate_agreement"]
             out.append({"bar": f"{p}: champion/challenger decisions agree with the truth's (revenue at 10% on all "
                         "items) in >= 80% of the retrainings", "value": a, "n": table[p]["gate_decisions"],
+                        "truth_promotes": table[p]["gate_truth_promotes"],
                         "pass": bool(a is not None and a >= 0.8)})
     return out

@@ -10,6 +10,7 @@ the pipeline: it is the world answering back, and the only code besides evaluati
 
 from __future__ import annotations
 
+import io
 import logging
 from datetime import date
 
@@ -26,18 +27,39 @@ log = logging.getLogger(__name__)
 STREAM = S_PIPELINE_INSPECT  # random stream of the simulator (the legacy history's is another)
 
 
+INSP_TAG = "insp"  # the landing tag of the simulator's extracts (the legacy history's are "legacy")
 FINDING_COLUMNS = ["declaration_id", "item_no", "result", "revenue_recovered_usd"]
 
 
 def first_findings(settings: Settings) -> pd.DataFrame:
     """What the simulated inspections of the pipeline's selections found, as first reported (a later correction
     does not change what an inspection caught): one row per inspected item."""
-    files = sorted((settings.landing / "enforcement").glob("enforcement__*__insp-*.csv"))
+    files = sorted((settings.landing / "enforcement").glob(f"enforcement__*__{INSP_TAG}*.csv"))
     if not files:
         return pd.DataFrame(columns=FINDING_COLUMNS)
     rec = pd.concat([pd.read_csv(f, dtype={"declaration_id": str, "record_id": str}) for f in files],
                     ignore_index=True)
     return rec[~rec.record_id.astype(str).str.endswith("-C")][FINDING_COLUMNS].reset_index(drop=True)
+
+
+def _land(settings: Settings, day: date, reported: date, records: pd.DataFrame) -> str:
+    """Land ``day``'s records reported on ``reported`` in that date's one extract of inspection results, as an
+    enforcement system exports each day's reported results in one file (not one per inspection day: five GX
+    validations a day instead of one). The file is not yet due (``reported`` is after ``day``), so adding to it
+    rewrites nothing the pipeline has read; ``day``'s earlier rows are replaced (a re-run lands the same bytes).
+    A result reported on the inspection day itself (a zero delay) gets a file of its own instead."""
+    if reported <= day:
+        path = settings.landing / "enforcement" / landing_name("enforcement", reported, f"insp-{day.isoformat()}")
+        atomic_write_bytes(path, records.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+        return path.name
+    path = settings.landing / "enforcement" / landing_name("enforcement", reported, INSP_TAG)
+    new = pd.read_csv(io.StringIO(records.to_csv(index=False)), dtype=str, keep_default_na=False)
+    if path.exists():
+        old = pd.read_csv(path, dtype=str, keep_default_na=False)
+        new = pd.concat([old[old.inspection_date != day.isoformat()], new], ignore_index=True)
+    new = new.sort_values("inspection_date", kind="stable")  # canonical whatever order the days ran in
+    atomic_write_bytes(path, new.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+    return path.name
 
 
 def inspect_day(settings: Settings, day: date) -> dict:
@@ -57,11 +79,7 @@ def inspect_day(settings: Settings, day: date) -> dict:
     officers = pd.read_parquet(tdir / "officers.parquet")
     rec, seen = inspect(items, items.channel.to_numpy(), cfg, officers, day,
                         rng(cfg.seed, STREAM, cfg.index(day)), stream=STREAM)
-    written = []
-    for reported, g in rec.groupby("reported_date", sort=True):
-        path = settings.landing / "enforcement" / landing_name("enforcement", reported, f"insp-{day.isoformat()}")
-        atomic_write_bytes(path, g.to_csv(index=False, lineterminator="\n").encode("utf-8"))
-        written.append(path.name)
+    written = [_land(settings, day, reported, g) for reported, g in rec.groupby("reported_date", sort=True)]
     first = ~rec.record_id.str.endswith("-C")
     summary = {"date": day.isoformat(), "inspected_items": int(first.sum()),
                "frauds_found": int((rec.result[first] == "FRAUD").sum()),

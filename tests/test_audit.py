@@ -150,7 +150,8 @@ def test_officer_override_is_honoured_by_the_inspection_and_kept_with_its_outcom
     scored_before = _digest(w.s.scored_dir)
 
     inspect_day(w.s, w.d1)
-    landed = pd.concat([pd.read_csv(p, dtype=str) for p in (w.s.landing / "enforcement").glob(f"*insp-{w.d1}*")])
+    landed = pd.concat([pd.read_csv(p, dtype=str) for p in (w.s.landing / "enforcement").glob("*__insp*.csv")])
+    landed = landed[landed.inspection_date == w.d1.isoformat()]
     assert set(landed.channel[landed.declaration_id == green]) == {"RED"}
     assert red not in set(landed.declaration_id)
     assert _digest(w.s.scored_dir) == scored_before  # the policy's decision is kept as it was

@@ -106,7 +106,7 @@ def test_each_policy_replays_every_live_day_on_its_own_lake(tiny_backtest):
     for r in results:
         lake = backtest.run_dir(work / "work", 5, r["policy"]) / "data"
         insp = pd.concat([pd.read_csv(f, dtype={"declaration_id": str}) for f in
-                          (lake / "landing" / "enforcement").glob("*__insp-*.csv")])
+                          (lake / "landing" / "enforcement").glob("*__insp*.csv")])
         sc = pd.read_parquet(lake / "gold" / "scored_declarations", columns=["declaration_id", "channel"])
         selected = set(sc.declaration_id[sc.channel != "GREEN"])
         assert set(insp.declaration_id) <= selected

@@ -110,3 +110,25 @@ def test_all_traffic_decides_once_days_are_scored_and_reported_and_leaves_its_it
     assert est2["days"] == 13
     gate.record_decision(s, asof, {"promoted": False, "all_traffic": est2})
     assert json.loads((gate.gate_dir(s, asof) / "decision.json").read_text())["all_traffic"]["days"] == 13
+
+    # The last five days still waiting for reports (the backtest's 1-5 day delays): the reported days decide.
+    recent = labels[~labels.declaration_id.str.contains("|".join(str(d) for d in days[-5:]))]
+    est3 = gate.all_traffic(s, asof, items[["declaration_id", "item_no", "declaration_date"]], recent, score_a,
+                            score_b)
+    assert est3["method"] == "ipw_all_traffic" and est3["days"] == 9 and est3["coverage"] == 1.0
+    # Fewer than a week of reported days: the labelled holdout decides.
+    few = labels[labels.declaration_id.str.contains("|".join(str(d) for d in days[:6]))]
+    est4 = gate.all_traffic(s, asof, items[["declaration_id", "item_no", "declaration_date"]], few, score_a, score_b)
+    assert est4["method"] == "labelled_holdout" and est4["days"] == 6
+
+
+def test_a_challenger_is_kept_out_only_when_shown_worse():
+    est = {"challenger_share": 0.60, "champion_share": 0.62, "difference": -0.02, "difference_ci95": [-0.09, 0.05]}
+    assert gate.decide(est, 0.0, "not_worse")[0]  # inside the noise: the newer model goes in
+    assert not gate.decide(est, 0.0, "better")[0]  # the point rule keeps the champion
+    worse = {**est, "difference": -0.10, "difference_ci95": [-0.16, -0.03]}
+    promoted, why = gate.decide(worse, 0.0, "not_worse")
+    assert not promoted and why.startswith("challenger worse")
+    assert not gate.decide(est, 0.06, "not_worse")[0]  # a margin the whole interval falls short of
+    better = {**est, "difference": 0.05, "difference_ci95": [0.01, 0.09]}
+    assert gate.decide(better, 0.0, "better")[0] and gate.decide(better, 0.0, "not_worse")[0]

@@ -136,22 +136,34 @@ def _score(settings, day: date) -> pd.DataFrame:
 def test_inspect_day_lands_outcomes_and_later_corrections(lake):
     day = CFG.live_dates[0]
     scored = _score(lake, day)
-    out = inspect_day(lake, day)
-    files = sorted((lake.landing / "enforcement").glob(f"*__insp-{day}.csv"))
-    assert [p.name for p in files] == out["files"] and files
+    nxt = CFG.live_dates[1]  # a later inspection day whose results land in the same daily extracts
+    _score(lake, nxt)
+    later = inspect_day(lake, nxt)
+    out = inspect_day(lake, day)  # run after the later day: the extracts come out the same (canonical order)
+    files = sorted((lake.landing / "enforcement").glob("*__insp.csv"))
+    # one extract per reported date, due after the inspection day, shared by the inspection days
+    assert {p.name for p in files} == set(out["files"]) | set(later["files"]) and files
+    assert all(parse_landing_name(lake.landing / "enforcement" / f).available > day for f in out["files"])
+    assert set(out["files"]) & set(later["files"])
     rec = pd.concat([pd.read_csv(p, dtype={"declaration_id": str}) for p in files], ignore_index=True)
     for p in files:
         lf = parse_landing_name(p)
         assert lf.source == "enforcement"
         assert (pd.read_csv(p).reported_date == lf.available.isoformat()).all()
+        dates = pd.read_csv(p).inspection_date
+        assert dates.is_monotonic_increasing  # canonical order whatever order the days ran in
+    assert set(rec.inspection_date) == {day.isoformat(), nxt.isoformat()}
+    rec = rec[rec.inspection_date == day.isoformat()]
     first = rec[~rec.record_id.str.endswith("-C")]
     inspected = scored[scored.channel != "GREEN"]
     assert len(first) == len(inspected) == out["inspected_items"]
     assert set(first.declaration_id) == set(inspected.declaration_id)
     assert (pd.to_datetime(first.inspection_date).dt.date == day).all()
     # The same day inspected again gives the same records (a deterministic world).
+    before = {p.name: p.read_bytes() for p in files}
     again = inspect_day(lake, day)
     assert again == out
+    assert {p.name: p.read_bytes() for p in files} == before  # a re-run lands the same bytes, no duplicates
 
 
 def test_demo_capacity_and_truth_figures(lake):

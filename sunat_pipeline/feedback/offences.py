@@ -135,6 +135,16 @@ def _columns(df: pd.DataFrame) -> list[str]:
     return base + extra + LEDGER_COLUMNS
 
 
+def _sorted_ids(v) -> list[str]:
+    """A row's rule ids as a sorted list of str; most rows hit no rule or one (the common cases skip the sort:
+    this runs on every row of the offence database each time it is read)."""
+    if not isinstance(v, list | tuple | np.ndarray):
+        return []
+    if len(v) < 2:
+        return [str(x) for x in v]
+    return sorted(str(x) for x in v)
+
+
 def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     """Canonical column order and dtypes, so the bytes written depend only on the content."""
     df = df.reindex(columns=_columns(df)).copy()
@@ -148,7 +158,7 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
         elif c == "is_current":
             df[c] = df[c].fillna(True).astype(bool)
         elif c == "rule_hits":
-            df[c] = [sorted(str(x) for x in v) if isinstance(v, list | tuple | np.ndarray) else [] for v in df[c]]
+            df[c] = [_sorted_ids(v) for v in df[c]]
         elif df[c].dtype == object or str(df[c].dtype) == "str":
             df[c] = df[c].astype("str")
     return df.sort_values(["record_id", "record_hash"], kind="stable").reset_index(drop=True)

@@ -11,10 +11,19 @@ quality-control share gives every declaration a chance, so the estimate is unbia
 ratio to the estimated total). A 95% interval of the difference comes from a bootstrap over days.
 
 It is used when the pipeline scored (and recorded selection probabilities for) at least ``MIN_COVERAGE`` of
-the holdout's items; before that (the legacy history, or a lake scored before schema 4) the gate falls back
-to the labelled holdout. Each gate writes what it compared under ``gold/champion_gate/training_date=D/``
-(every holdout item's score under both models, and the decision), so the decision can be audited and, in the
-backtest, judged against the ground truth.
+the holdout's items and at least ``MIN_DAYS`` of its days are fully reported (a day whose inspections are not
+all reported yet would count its pending frauds as clean, so it is left out); before that (the legacy history,
+or a lake scored before schema 4) the gate falls back to the labelled holdout.
+
+The decision (``decide``): by default a challenger, trained on the newer outcomes, replaces the champion unless
+the estimate says it is worse (the whole 95% interval of the difference below ``promotion_margin``). The
+estimate rests on the random share's few picks, so most differences between two successive models lie inside
+its noise; a gate that demands proof of improvement would keep a stale champion on a coin toss, while this one
+still stops a challenger that is clearly worse. ``training.promotion_rule: better`` restores the point rule.
+
+Each gate writes what it compared under ``gold/champion_gate/training_date=D/`` (every holdout item's score
+under both models, and the decision), so the decision can be audited and, in the backtest, judged against the
+ground truth.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 MIN_COVERAGE = 0.9  # share of the holdout's items scored with a recorded selection probability
+MIN_DAYS = 7  # fully reported holdout days the all-traffic estimate needs (a week of traffic)
 N_BOOT = 500
 KEY = ["declaration_id", "item_no"]
 
@@ -106,11 +116,11 @@ def all_traffic(settings: Settings, asof: date, items: pd.DataFrame, labels: pd.
     done = set(reported[reported >= MIN_COVERAGE].index)
     f["in_gate"] = f.declaration_date.isin(done) & f.selection_probability.notna()
     write_parquet_atomic(f, gate_dir(settings, asof) / "items.parquet")
-    coverage = float(f.in_gate.mean()) if len(f) else 0.0
-    if coverage < MIN_COVERAGE:
-        log.info("gate %s: %.0f%% of the holdout's items were scored with a selection probability and fully "
-                 "reported: the labelled holdout decides", asof, 100 * coverage)
-        return {"method": "labelled_holdout", "coverage": round(coverage, 4), "n_items": len(f)}
+    coverage = float(f.selection_probability.notna().mean()) if len(f) else 0.0
+    if coverage < MIN_COVERAGE or len(done) < MIN_DAYS:
+        log.info("gate %s: %.0f%% of the holdout's items were scored with a selection probability, %d days fully "
+                 "reported: the labelled holdout decides", asof, 100 * coverage, len(done))
+        return {"method": "labelled_holdout", "coverage": round(coverage, 4), "days": len(done), "n_items": len(f)}
     g = f[f.in_gate]
     value = np.where(g.y.fillna(0).to_numpy(float) > 0, g.revenue.fillna(0).to_numpy(float), 0.0)
     pi = g.selection_probability.to_numpy(float)
@@ -125,3 +135,17 @@ def all_traffic(settings: Settings, asof: date, items: pd.DataFrame, labels: pd.
 def record_decision(settings: Settings, asof: date, decision: dict) -> None:
     atomic_write_bytes(gate_dir(settings, asof) / "decision.json",
                        json.dumps(decision, indent=2, default=str).encode())
+
+
+def decide(estimate: dict, margin: float, rule: str) -> tuple[bool, str]:
+    """The champion/challenger decision on an all-traffic estimate (module docstring). (promoted, why)."""
+    lo, hi = estimate["difference_ci95"]
+    diff = estimate["difference"]
+    shares = (f"challenger {estimate['challenger_share']:.4f} vs champion {estimate['champion_share']:.4f} of the "
+              f"fraud revenue in the top 10% of all traffic, estimated by inverse propensity (difference {diff:+.4f}, "
+              f"95% CI [{lo:+.4f}, {hi:+.4f}], margin {margin})")
+    if rule == "better":
+        return diff >= margin, shares
+    if hi < margin:
+        return False, f"challenger worse: {shares}"
+    return True, f"challenger not shown worse: {shares}"

@@ -268,8 +268,7 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual", s
                                champ.predict(Xa).expected_revenue_usd.to_numpy())
         decision["all_traffic"] = est
     if champ is not None and est["method"] == "ipw_all_traffic":
-        promote, why = promotion(est["challenger_share"], est["champion_share"], t.promotion_margin)
-        why = f"{why}, estimated on all traffic by inverse propensity (difference 95% CI {est['difference_ci95']})"
+        promote, why = gate.decide(est, t.promotion_margin, t.promotion_rule)
     else:
         promote, why = promotion(metrics.get(PRIMARY_METRIC, 0.0), champ_score, t.promotion_margin)
     decision.update({"promoted": promote, "why": why})
