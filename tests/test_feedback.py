@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pandas as pd
 import pytest
@@ -14,6 +14,7 @@ from sunat_pipeline.feedback import offences as feedback
 from sunat_pipeline.feedback import weights as rule_weights
 from sunat_pipeline.lake.store import partition, write_parquet_atomic
 from sunat_pipeline.selection.rules import load_rules
+from sunat_pipeline.settings import get_settings
 
 # The long world: legacy outcomes keep being reported during the live days; its first three are enough.
 D1, D2, D3 = LONG_WORLD.live_dates[:3]
@@ -188,3 +189,31 @@ def test_offences_carry_the_pipeline_decision(silver_lake, tmp_path_factory):
     assert off.loc[rec.record_id, "selection_reason"] == "exploration"
     assert off.loc[rec.record_id, "model_version"] == "3"
     assert (off.drop(index=rec.record_id).selection_reason == "legacy").all()
+
+
+def test_the_offence_database_read_again_follows_every_change_of_its_files(tmp_path):
+    """_read_db keeps the last frame it built; a rewritten, added or removed partition is read afresh."""
+    off = feedback
+    s = get_settings(lake_root=tmp_path / "data")
+    row = {c: None for c in off._DB_COLUMNS} | {
+        "record_id": "E1", "declaration_id": "D1", "item_no": 1, "inspection_date": "2026-07-01",
+        "reported_date": "2026-07-02", "declaration_date": "2026-06-30", "result": "FRAUD", "record_hash": "h1",
+        "folded_in": "rw-2026-07-02", "is_current": True, "rule_hits": ["R2", "R1"]}
+    one = off._normalise(pd.DataFrame([row]))
+    off._write_db(s, one, off._empty_db())
+    first = off._read_db(s)
+    assert first.record_id.tolist() == ["E1"] and first.rule_hits.iat[0] == ["R1", "R2"]
+    first.loc[0, "result"] = "CLEAN"  # a caller changing its frame changes nothing kept
+    assert off._read_db(s).result.tolist() == ["FRAUD"]
+    two = off._normalise(pd.DataFrame([row, row | {"record_id": "E2", "record_hash": "h2",
+                                                   "reported_date": "2026-07-03"}]))
+    off._write_db(s, two, one)
+    assert off._read_db(s).record_id.tolist() == ["E1", "E2"]
+    assert off._read_db(s, upto=date(2026, 7, 2)).record_id.tolist() == ["E1"]
+    off._write_db(s, two[two.record_id == "E2"].reset_index(drop=True), two)  # E1's partition removed
+    assert off._read_db(s).record_id.tolist() == ["E2"]
+    # a file rewritten in place with other content (same name, same size or not) is read again
+    target = partition(s.gold / "offences", "reported_date", date(2026, 7, 3)) / "part-0.parquet"
+    part = off._normalise(two[two.record_id == "E2"].assign(result="CLEAN")).drop(columns="reported_date")
+    target.write_bytes(off._parquet_bytes(part))
+    assert off._read_db(s)[["record_id", "result"]].values.tolist() == [["E2", "CLEAN"]]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections import OrderedDict
 from datetime import date
 from pathlib import Path
 
@@ -180,15 +181,39 @@ def _empty_db() -> pd.DataFrame:
     return _normalise(pd.DataFrame({c: pd.Series(dtype="object") for c in _DB_COLUMNS}))
 
 
+# The normalised database as last read, per (folder, upto), with the digest of every file's bytes it came from:
+# scoring and feedback read it several times a day, and a process that runs day after day (a backtest) would
+# otherwise rebuild the same frame each time. Any changed, added or removed file changes the digest.
+_DB_MEMO: OrderedDict[tuple[str, date | None], tuple[str, pd.DataFrame]] = OrderedDict()
+_DB_MEMO_KEPT = 2
+
+
+def _digest(base: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(base.glob(f"{_PARTITION}=*/*.parquet")) if base.exists() else []:
+        h.update(str(f).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def _read_db(settings: Settings, upto: date | None = None) -> pd.DataFrame:
-    """Every row version of the offence database (history included), normalised."""
+    """Every row version of the offence database (history included), normalised (a copy: callers may change it)."""
     base = _offences_dir(settings)
+    key, digest = (str(base.resolve()), upto), _digest(base)
+    hit = _DB_MEMO.get(key)
+    if hit is not None and hit[0] == digest:
+        _DB_MEMO.move_to_end(key)
+        return hit[1].copy()
     db = read_partitioned(base, _PARTITION, upto=upto, empty=_DB_COLUMNS)
     missing = [c for c in ("record_hash", "folded_in") if c not in db.columns]
     if missing:
         raise RuntimeError(f"the offence database under {base} predates the ledger columns {missing}: delete "
                            "gold/offences and gold/rule_weights and re-run feedback from the first live day")
-    return _normalise(db)
+    db = _normalise(db)
+    _DB_MEMO[key] = (digest, db)
+    _DB_MEMO.move_to_end(key)
+    while len(_DB_MEMO) > _DB_MEMO_KEPT:
+        _DB_MEMO.popitem(last=False)
+    return db.copy()
 
 
 def current_view(db: pd.DataFrame) -> pd.DataFrame:
