@@ -120,6 +120,9 @@ def scorer_quality(m: pd.DataFrame) -> dict:
     return out
 
 
+MATERIAL = 0.02  # a true difference of two points of the fraud revenue share in the top 10%
+
+
 def gate_agreement(lake: Path) -> dict:
     """Each champion/challenger decision of the run beside the one the truth would make: the same rule
     (``train.promotion``, the same margin) on the true share of fraud revenue at stake each model's top 10% of
@@ -147,9 +150,19 @@ def gate_agreement(lake: Path) -> dict:
                      "challenger_true_share": round(share["challenger"], 4),
                      "champion_true_share": round(share["champion"], 4)})
     agree = [r["promoted"] == r["truth_promotes"] for r in rows]
+    # What a wrong decision cost: the true share of fraud revenue at stake lost against the truth's choice
+    # (0 when right); and the agreement where the two models truly differ by at least MATERIAL (elsewhere the
+    # truth's own choice is a matter of a few declarations).
+    for r in rows:
+        chosen = r["challenger_true_share"] if r["promoted"] else r["champion_true_share"]
+        r["regret"] = round(max(r["challenger_true_share"], r["champion_true_share"]) - chosen, 4)
+    material = [a for r, a in zip(rows, agree, strict=True)
+                if abs(r["challenger_true_share"] - r["champion_true_share"]) >= MATERIAL]
     # Beside it, what promoting every challenger would score: the share of retrainings the truth promotes.
     return {"decisions": len(rows), "agree": int(sum(agree)), "agreement": _ratio(sum(agree), len(rows)),
             "truth_promotes": int(sum(r["truth_promotes"] for r in rows)),
+            "material_decisions": len(material), "material_agree": int(sum(material)),
+            "mean_regret": round(float(np.mean([r["regret"] for r in rows])), 4) if rows else None,
             "by_method": {m: {"decisions": sum(r["method"] == m for r in rows),
                               "agree": sum(a for r, a in zip(rows, agree, strict=True) if r["method"] == m)}
                           for m in sorted({str(r["method"]) for r in rows})},

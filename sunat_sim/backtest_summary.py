@@ -47,6 +47,10 @@ def policy_table(runs: dict[str, dict[int, dict]], live_days: int) -> dict[str, 
         row["gate_decisions"], row["gate_agreement"] = n_gate, (round(n_agree / n_gate, 4) if n_gate else None)
         n_truth = sum(g.get("truth_promotes", 0) for g in gates)
         row["gate_truth_promotes"] = round(n_truth / n_gate, 4) if n_gate else None
+        n_mat, n_mat_agree = (sum(g.get(k, 0) for g in gates) for k in ("material_decisions", "material_agree"))
+        row["gate_material_decisions"] = n_mat
+        row["gate_material_agreement"] = round(n_mat_agree / n_mat, 4) if n_mat else None
+        row["gate_mean_regret"] = _mean([g.get("mean_regret") for g in gates])
         for k in ("efficiency_index_est", "efficiency_index_true", "green_fraud_rate_est", "green_fraud_rate_true"):
             row[k] = _mean([by_seed[s]["online"][k] for s in seeds])
         mechs = sorted({m for s in seeds for m in by_seed[s]["by_mechanism"]})
@@ -145,5 +149,8 @@ def bars(table: dict, comps: list[dict]) -> list[dict]:
             out.append({"bar": f"{p}: champion/challenger decisions agree with the truth's (revenue at 10% on all "
                         "items) in >= 80% of the retrainings", "value": a, "n": table[p]["gate_decisions"],
                         "truth_promotes": table[p]["gate_truth_promotes"],
+                        "material": {"decisions": table[p]["gate_material_decisions"],
+                                     "agreement": table[p]["gate_material_agreement"]},
+                        "mean_regret": table[p]["gate_mean_regret"],
                         "pass": bool(a is not None and a >= 0.8)})
     return out

@@ -168,3 +168,35 @@ def test_the_airflow_dag_runs_the_same_backtest_with_its_params(tmp_path):
     assert (out[0].parent / "backtest.html").exists()
     c = mlflow.MlflowClient(s.tracking_uri)
     assert c.get_experiment_by_name(backtest_report.EXPERIMENT) is not None
+
+
+def test_gate_agreement_counts_what_each_wrong_decision_cost(tmp_path):
+    """Each gate beside the truth's choice: agreement, the true share lost when wrong (regret), and the agreement
+    where the two models truly differ by at least MATERIAL."""
+    lake = tmp_path / "data"
+    n = 100
+    ids = [f"D{i:03d}" for i in range(n)]
+    fraud = np.zeros(n, bool)
+    fraud[:20] = True
+    rev = np.where(fraud, 100.0, 0.0)
+    rev[0] = 1000.0  # one large fraud: whoever ranks it in its top 10 captures most
+    (lake / "world_truth").mkdir(parents=True)
+    pd.DataFrame({"declaration_id": ids, "item_no": 1, "is_fraud": fraud, "revenue_at_stake_usd": rev}).to_parquet(
+        lake / "world_truth" / "items.parquet")
+    good, bad = -np.arange(n, dtype=float), np.arange(n, dtype=float)  # good ranks the frauds first
+    for day, (ch, cp, promoted) in {"2026-07-07": (good, bad, True), "2026-07-14": (bad, good, True),
+                                    "2026-07-21": (good, good + 0.0, False)}.items():
+        d = lake / "gold" / "champion_gate" / f"training_date={day}"
+        d.mkdir(parents=True)
+        pd.DataFrame({"declaration_id": ids, "item_no": 1, "challenger": ch, "champion": cp}).to_parquet(
+            d / "items.parquet")
+        (d / "decision.json").write_text(json.dumps({"promoted": promoted, "promotion_margin": 0.0,
+                                                     "all_traffic": {"method": "ipw_all_traffic"}}))
+    g = backtest_metrics.gate_agreement(lake)
+    assert (g["decisions"], g["agree"], g["truth_promotes"]) == (3, 1, 2)  # a tie: the truth promotes
+    right, wrong, tie = g["gates"]
+    assert right["regret"] == 0 and tie["regret"] == 0
+    top10 = (1000 + 9 * 100) / (1000 + 19 * 100)
+    assert wrong["regret"] == pytest.approx(top10, abs=1e-4)  # the bad challenger got in: all of it lost
+    assert (g["material_decisions"], g["material_agree"]) == (2, 1)
+    assert g["mean_regret"] == pytest.approx(top10 / 3, abs=1e-4)
