@@ -106,6 +106,24 @@ def _plots(summary: dict) -> list[str]:
     return out
 
 
+def bar_value(b: dict) -> str:
+    """What a bar measured, in words: a ratio or difference with its interval, a pair of median days, an agreement
+    with how often the truth promotes and what the wrong decisions cost."""
+    v = b.get("value")
+    if isinstance(v, list) and len(v) == 2:
+        out = f"{_fmt(v[0])} vs {_fmt(v[1])} days"
+    else:
+        out = _fmt(v)
+    if b.get("ci95"):
+        out += f" [{_fmt(b['ci95'][0])}, {_fmt(b['ci95'][1])}]"
+    if "truth_promotes" in b:
+        mat = b.get("material") or {}
+        out += (f" of {b.get('n')} decisions (the truth promotes {_fmt(b['truth_promotes'])} of challengers; "
+                f"agreement where the models differ by >= 2 points: {_fmt(mat.get('agreement'))} of "
+                f"{mat.get('decisions')}; mean regret {_fmt(b.get('mean_regret'))})")
+    return out
+
+
 def _fmt(v) -> str:
     if v is None:
         return "n/a"
@@ -132,8 +150,7 @@ def render_html(summary: dict) -> bytes:
                       f"[{_fmt(f['ci95'][0])}, {_fmt(f['ci95'][1])}]</td><td>{_fmt(r['ratio'])} "
                       f"[{_fmt(r['ci95'][0])}, {_fmt(r['ci95'][1])}]</td></tr>")
     brows = "".join(f"<tr><td>{'PASS' if b['pass'] else 'FAIL'}</td><td>{html.escape(b['bar'])}</td>"
-                    f"<td>{html.escape(json.dumps(b.get('value')))} {html.escape(json.dumps(b.get('ci95', '')))}"
-                    "</td></tr>" for b in summary["bars"])
+                    f"<td>{html.escape(bar_value(b))}</td></tr>" for b in summary["bars"])
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Policy backtest</title><style>
 body{{font-family:sans-serif;margin:2em;max-width:1300px}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}} th{{background:#f4f4f4}}
@@ -206,6 +223,5 @@ def format_table(summary: dict) -> str:
     t = pd.DataFrame(summary["policies"]).T[list(TABLE_COLUMNS)[:5] + ["scorer_roc_auc_all_items", "gate_agreement"]]
     lines = ["Per policy (means over seeds, ground truth):", t.to_string(float_format=lambda x: f"{x:,.3f}")]
     lines.append("Bars:")
-    lines += [f"  {'PASS' if b['pass'] else 'FAIL'}  {b['bar']}: {b.get('value')} {b.get('ci95', '')}"
-              for b in summary["bars"]]
+    lines += [f"  {'PASS' if b['pass'] else 'FAIL'}  {b['bar']}: {bar_value(b)}" for b in summary["bars"]]
     return "\n".join(lines)
