@@ -34,6 +34,8 @@ from sunat_pipeline.settings import Settings
 SHARED_SOURCES = tuple(s for s in DAILY_SOURCES if s != "enforcement")
 SNAPSHOTS = "days"
 STAMP = "shared_key.json"
+CHANGES = "changes.json"  # in a day's snapshot: what changed since the previous day's
+APPLIED = ".shared_ingest_day"  # in a run's lake: the last snapshot applied to it
 
 
 def trees(source: str) -> list[str]:
@@ -47,6 +49,18 @@ def _files(root: Path) -> dict[Path, Path]:
     return {p.relative_to(root): p for p in root.rglob("*") if p.is_file()} if root.exists() else {}
 
 
+def _link(p: Path, q: Path) -> None:
+    """``q`` becomes a hard link to ``p``, atomically (a reader sees the old file or the new one)."""
+    q.parent.mkdir(parents=True, exist_ok=True)
+    tmp = q.with_name(f".{q.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(p, tmp)
+    except OSError:  # a filesystem without hard links: a copy (the same bytes, more disk)
+        shutil.copy2(p, tmp)
+    os.replace(tmp, q)
+
+
 def link_tree(src: Path, dst: Path) -> int:
     """Make ``dst`` hold exactly ``src``'s files as hard links (a file already linked is left alone). Returns
     the number of files linked or removed."""
@@ -56,14 +70,7 @@ def link_tree(src: Path, dst: Path) -> int:
         q = dst / rel
         if rel in have and os.path.samestat(p.stat(), have[rel].stat()):
             continue
-        q.parent.mkdir(parents=True, exist_ok=True)
-        tmp = q.with_name(f".{q.name}.link")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(p, tmp)
-        except OSError:  # a filesystem without hard links: a copy (the same bytes, more disk)
-            shutil.copy2(p, tmp)
-        os.replace(tmp, q)  # atomic: a reader sees the old file or the new one
+        _link(p, q)
         changed += 1
     for rel in have.keys() - want.keys():
         (dst / rel).unlink()
@@ -74,6 +81,22 @@ def link_tree(src: Path, dst: Path) -> int:
             if d not in keep and not any(d.iterdir()):
                 d.rmdir()
     return changed
+
+
+def _inodes(snap: Path) -> dict[str, int]:
+    return {str(r): p.stat().st_ino for source in SHARED_SOURCES for rel in trees(source)
+            for r, p in ((Path(rel) / k, v) for k, v in _files(snap / rel).items())}
+
+
+def _record_changes(snap: Path, prev: Path | None, prev_files: dict[str, int]) -> dict[str, int]:
+    """Write what ``snap`` changed from ``prev`` (files linked anew, files removed): a run whose lake holds
+    ``prev`` then applies only that. Returns ``snap``'s files (path -> inode) for the next day."""
+    now = _inodes(snap)
+    changes = {"after": prev.name if prev is not None else None,
+               "link": sorted(r for r, ino in now.items() if prev_files.get(r) != ino),
+               "remove": sorted(prev_files.keys() - now.keys())}
+    (snap / CHANGES).write_text(json.dumps(changes))
+    return now
 
 
 def snapshot_dir(shared: Path, day: date) -> Path:
@@ -99,6 +122,7 @@ def prepare(world: Path, shared: Path, settings_for, days: list[date], key: dict
     level = quiet.level
     quiet.setLevel(logging.WARNING)
     try:
+        prev, prev_files = None, {}
         for day in days:
             for source in SHARED_SOURCES:  # the order of run_day
                 daily.ingest(s, source, day)
@@ -106,6 +130,7 @@ def prepare(world: Path, shared: Path, settings_for, days: list[date], key: dict
             for source in SHARED_SOURCES:
                 for rel in trees(source):
                     link_tree(lake / rel, snap / rel)
+            prev_files, prev = _record_changes(snap, prev, prev_files), snap
     finally:
         quiet.setLevel(level)
     stamp.write_text(json.dumps(key, indent=2))
@@ -114,11 +139,30 @@ def prepare(world: Path, shared: Path, settings_for, days: list[date], key: dict
 
 
 def apply(shared: Path, day: date, lake: Path) -> int:
-    """Give ``lake`` the shared sources as ingested up to ``day`` (before the run's own ``run_day``)."""
-    snap = snapshot_dir(shared, day)
+    """Give ``lake`` the shared sources as ingested up to ``day`` (before the run's own ``run_day``). A lake that
+    holds the previous day's snapshot (the run's day before) gets only what changed since; any other lake is
+    walked in full. Returns the number of files linked or removed."""
+    snap, lake = snapshot_dir(shared, day), Path(lake)
     if not snap.exists():
         raise FileNotFoundError(f"no shared ingest snapshot for {day} at {snap}")
-    return sum(link_tree(snap / rel, Path(lake) / rel) for source in SHARED_SOURCES for rel in trees(source))
+    applied, changes = lake / APPLIED, snap / CHANGES
+    diff = json.loads(changes.read_text()) if changes.exists() else None
+    if diff is not None and diff["after"] is not None and applied.exists() and applied.read_text() == diff["after"]:
+        for rel in diff["link"]:
+            _link(snap / rel, lake / rel)
+        for rel in diff["remove"]:
+            gone = lake / rel
+            gone.unlink(missing_ok=True)
+            tops = {lake / t for source in SHARED_SOURCES for t in trees(source)}
+            d = gone.parent
+            while d not in tops and d.is_relative_to(lake) and d.exists() and not any(d.iterdir()):
+                d.rmdir()  # a folder the step emptied (a partition rewritten under another name)
+                d = d.parent
+        n = len(diff["link"]) + len(diff["remove"])
+    else:
+        n = sum(link_tree(snap / rel, lake / rel) for source in SHARED_SOURCES for rel in trees(source))
+    applied.write_text(snap.name)
+    return n
 
 
 def compatible(run: Settings, shared: Settings) -> bool:

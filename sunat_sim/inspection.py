@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 
@@ -62,6 +63,24 @@ def _land(settings: Settings, day: date, reported: date, records: pd.DataFrame) 
     return path.name
 
 
+# The world's truth, split by declaration date, per file version: a backtest inspects day after day in one process,
+# and the file (written once with the world) is the same every day.
+_TRUTH: dict[tuple, dict[date, pd.DataFrame]] = {}
+
+
+def _truth_of_day(path: Path, day: date) -> pd.DataFrame:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _TRUTH:
+        truth = pd.read_parquet(path)
+        by_day = {pd.Timestamp(d).date(): g.reset_index(drop=True) for d, g in truth.groupby("declaration_date",
+                                                                                               sort=False)}
+        _TRUTH.clear()
+        _TRUTH[key] = by_day
+    got = _TRUTH[key].get(day)
+    return got if got is not None else pd.read_parquet(path).iloc[:0]
+
+
 def inspect_day(settings: Settings, day: date) -> dict:
     scored_path = settings.scored_dir / f"declaration_date={day.isoformat()}" / "part-0.parquet"
     if not scored_path.exists():
@@ -70,7 +89,7 @@ def inspect_day(settings: Settings, day: date) -> dict:
     scored = overrides.apply(settings, day, scored)  # officers' overrides in force for the day
     cfg = load_world_config(settings.lake)
     tdir = truth_dir(settings.lake)
-    truth = pd.read_parquet(tdir / "items.parquet")
+    truth = _truth_of_day(tdir / "items.parquet", day)
     items = scored.merge(truth.drop(columns=["declaration_date"]), on=["declaration_id", "item_no"], how="left")
     if items.is_fraud.isna().any():
         raise RuntimeError(f"{int(items.is_fraud.isna().sum())} scored items of {day} are not in the world")

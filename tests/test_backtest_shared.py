@@ -87,3 +87,38 @@ def test_link_tree_follows_replacements_and_removals_and_never_writes_through(tm
     tmp.write_bytes(b"mine")
     os.replace(tmp, dst / "p=1" / "a.parquet")
     assert (src / "p=1" / "a.parquet").read_bytes() == b"ONE"
+
+
+def test_a_day_applies_only_what_changed_since_the_day_before_and_leaves_the_lake_as_its_snapshot(tmp_path):
+    shared, lake = tmp_path / "shared", tmp_path / "lake"
+    d1, d2, d3 = (pd.Timestamp(f"2026-07-0{i}").date() for i in (1, 2, 3))
+    rel = backtest_shared.trees("customs")[0]  # bronze/customs
+    src = tmp_path / "ingest" / rel  # the shared lake as its ingest leaves it each day
+    (src / "p=1").mkdir(parents=True)
+    (src / "p=1" / "a.parquet").write_bytes(b"one")
+    (src / "p=2").mkdir()
+    (src / "p=2" / "b.parquet").write_bytes(b"two")
+    prev, files = None, {}
+    for day in (d1, d2, d3):
+        if day == d2:  # the ingest replaces a file atomically and drops a partition
+            tmp = src / "p=1" / ".a.tmp"
+            tmp.write_bytes(b"ONE")
+            os.replace(tmp, src / "p=1" / "a.parquet")
+            (src / "p=2" / "b.parquet").unlink()
+            (src / "p=2").rmdir()
+        if day == d3:
+            (src / "p=3").mkdir()
+            (src / "p=3" / "c.parquet").write_bytes(b"three")
+        snap = backtest_shared.snapshot_dir(shared, day)
+        backtest_shared.link_tree(src, snap / rel)
+        files, prev = backtest_shared._record_changes(snap, prev, files), snap
+    assert backtest_shared.apply(shared, d1, lake) == 2  # no day applied before: the whole tree
+    assert backtest_shared.apply(shared, d2, lake) == 2  # one replaced, one removed
+    assert (lake / rel / "p=1" / "a.parquet").read_bytes() == b"ONE" and not (lake / rel / "p=2").exists()
+    assert backtest_shared.apply(shared, d3, lake) == 1  # one added
+    assert backtest_shared.link_tree(backtest_shared.snapshot_dir(shared, d3) / rel, lake / rel) == 0
+    # a lake that does not hold the day before (a day skipped, a lake from elsewhere) is walked in full
+    (lake / rel / "p=1" / "a.parquet").unlink()
+    (lake / backtest_shared.APPLIED).write_text("2026-06-01")
+    assert backtest_shared.apply(shared, d3, lake) == 1
+    assert (lake / rel / "p=1" / "a.parquet").read_bytes() == b"ONE"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 from tinyworld import LONG_WORLD, lake_settings
 
 from sunat_pipeline import ingest
+from sunat_pipeline.feedback import chains
 from sunat_pipeline.feedback import offences as feedback
 from sunat_pipeline.feedback import weights as rule_weights
 from sunat_pipeline.lake.store import partition, write_parquet_atomic
@@ -217,3 +219,43 @@ def test_the_offence_database_read_again_follows_every_change_of_its_files(tmp_p
     part = off._normalise(two[two.record_id == "E2"].assign(result="CLEAN")).drop(columns="reported_date")
     target.write_bytes(off._parquet_bytes(part))
     assert off._read_db(s)[["record_id", "result"]].values.tolist() == [["E2", "CLEAN"]]
+
+
+def _current_view_by_groupby(db: pd.DataFrame) -> pd.DataFrame:
+    """The supersession rule written plainly with pandas (the reference ``chains.current_view`` must match)."""
+    db = db.copy()
+    sup = pd.Series(pd.NA, index=db.index, dtype="str")
+    if len(db):
+        key = chains.row_key(db)
+        o = db.sort_values(["record_id", "reported_date", "folded_in", "record_hash"], kind="stable")
+        nxt = key.loc[o.index].groupby(o.record_id.to_numpy()).shift(-1)
+        sup.loc[nxt.index] = nxt
+        latest = db[sup.isna()]
+        o = latest.sort_values(["declaration_id", "item_no", "reported_date", "folded_in", "record_id"],
+                               kind="stable")
+        nxt = key.loc[o.index].groupby([o.declaration_id.to_numpy(), o.item_no.to_numpy()]).shift(-1)
+        sup.loc[nxt[nxt.notna()].index] = nxt[nxt.notna()]
+    db["superseded_by"] = sup.astype("str")
+    db["is_current"] = sup.isna().to_numpy()
+    return db
+
+
+def test_supersession_chains_match_the_rule_on_random_ledgers_with_ties_and_missing_values():
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n = int(rng.integers(0, 30))
+        db = pd.DataFrame({
+            "record_id": pd.Series(rng.choice(["E1", "E2", "E10", None], n), dtype="str"),
+            "record_hash": pd.Series(rng.choice(["a", "b", "c"], n), dtype="str"),
+            "reported_date": pd.to_datetime(pd.Series(rng.choice(["2026-07-03", "2026-07-01", None], n))),
+            "folded_in": pd.Series(rng.choice(["rw-2026-07-05", "rw-2026-07-02"], n), dtype="str"),
+            "declaration_id": pd.Series(rng.choice(["D1", "D2", None], n), dtype="str"),
+            "item_no": pd.array(rng.choice([1, 2, 3], n), dtype="Int64"),
+        }).set_axis(rng.permutation(n) + 100)  # any index: the result follows it
+        assert db.record_hash.notna().all()  # (the values really are there)
+        if n:
+            db.loc[db.index[rng.random(n) < 0.15], "item_no"] = pd.NA
+        want, got = _current_view_by_groupby(db), chains.current_view(db)
+        assert got.index.equals(db.index)
+        assert got.is_current.tolist() == want.is_current.tolist()
+        assert got.superseded_by.fillna("-").tolist() == want.superseded_by.fillna("-").tolist()

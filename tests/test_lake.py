@@ -146,3 +146,23 @@ def test_the_cache_keeps_within_its_limit(tmp_path):
     cache = store._FileCache(limit=int(2.5 * one))
     assert cache.table(files, "day", None).equals(roomy.table(files, "day", None))
     assert list(cache._files) == [f for f, _ in files[1:]] and cache.size <= cache.limit  # the oldest dropped
+
+
+def test_a_frame_read_again_is_the_callers_own_and_follows_its_files(tmp_path):
+    """The converted frame of an unchanged table is reused, yet each reader gets its own frame: changing it
+    changes no other reader's; a rewritten file gives a new frame."""
+    base = tmp_path / "t"
+    write_partition(pd.DataFrame({"id": ["a", "b"], "x": [1.0, 2.0]}), base, "day", D1)
+    first = read_partitioned(base, "day")
+    first.loc[0, "x"] = 99.0
+    first.loc[1, "id"] = "q"  # an Arrow-backed string column changed in place
+    assert read_partitioned(base, "day").id.tolist() == ["a", "b"]
+    first["id"] = ["z", "z"]
+    first["new"] = 1
+    again = read_partitioned(base, "day")
+    assert again.x.tolist() == [1.0, 2.0] and again.id.tolist() == ["a", "b"] and "new" not in again
+    again.loc[1, "x"] = -1.0
+    assert read_partitioned(base, "day").x.tolist() == [1.0, 2.0]
+    assert read_partitioned(base, "day", columns=["x"]).columns.tolist() == ["x"]  # a projection is its own
+    write_partition(pd.DataFrame({"id": ["c"], "x": [3.0]}), base, "day", D1)
+    assert read_partitioned(base, "day").id.tolist() == ["c"]

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from sunat_pipeline import ingest
 from sunat_pipeline.features.build import build_features, item_frame
 from sunat_pipeline.feedback import stacking
+from sunat_pipeline.feedback.chains import current_view, row_key
 from sunat_pipeline.feedback.weights import (
     INITIAL,
     derive,
@@ -119,11 +120,6 @@ def _known_hashes(enf: pd.DataFrame, folded: pd.DataFrame) -> pd.Series:
     return pd.Series(found, index=enf.index, dtype="str")
 
 
-def _key(df: pd.DataFrame) -> pd.Series:
-    """The key of a row version: ``record_id:record_hash``."""
-    return df.record_id.astype("str") + ":" + df.record_hash.astype("str")
-
-
 def _has(keys: pd.Series, among: pd.Series) -> np.ndarray:
     """``keys.isin(among)`` through a hash table of Python strings: the string dtype's own ``isin`` makes an
     Arrow scalar of every value sought, about a second a day once the offence database holds the history."""
@@ -136,13 +132,19 @@ def _columns(df: pd.DataFrame) -> list[str]:
     return base + extra + LEDGER_COLUMNS
 
 
+_SEQUENCES = (list, tuple, np.ndarray)  # (a tuple built once: ``list | tuple | ...`` is built at every call)
+
+
 def _sorted_ids(v) -> list[str]:
     """A row's rule ids as a sorted list of str; most rows hit no rule or one (the common cases skip the sort:
     this runs on every row of the offence database each time it is read)."""
-    if not isinstance(v, list | tuple | np.ndarray):
+    if not isinstance(v, _SEQUENCES):
         return []
-    if len(v) < 2:
-        return [str(x) for x in v]
+    n = len(v)
+    if n == 0:
+        return []
+    if n == 1:
+        return [str(v[0])]
     return sorted(str(x) for x in v)
 
 
@@ -181,10 +183,11 @@ def _empty_db() -> pd.DataFrame:
     return _normalise(pd.DataFrame({c: pd.Series(dtype="object") for c in _DB_COLUMNS}))
 
 
-# The normalised database as last read, per (folder, upto), with the digest of every file's bytes it came from:
-# scoring and feedback read it several times a day, and a process that runs day after day (a backtest) would
-# otherwise rebuild the same frame each time. Any changed, added or removed file changes the digest.
-_DB_MEMO: OrderedDict[tuple[str, date | None], tuple[str, pd.DataFrame]] = OrderedDict()
+# The normalised database as last read, per folder, with the digest of every file's bytes it came from: scoring
+# and feedback read it several times a day, and a process that runs day after day (a backtest) would otherwise
+# rebuild the same frame each time. Any changed, added or removed file changes the digest. A bounded read
+# (``upto``) is the whole frame's rows reported by then: the same rows, in the same order.
+_DB_MEMO: OrderedDict[str, tuple[str, pd.DataFrame]] = OrderedDict()
 _DB_MEMO_KEPT = 2
 
 
@@ -198,48 +201,25 @@ def _digest(base: Path) -> str:
 def _read_db(settings: Settings, upto: date | None = None) -> pd.DataFrame:
     """Every row version of the offence database (history included), normalised (a copy: callers may change it)."""
     base = _offences_dir(settings)
-    key, digest = (str(base.resolve()), upto), _digest(base)
+    key, digest = str(base.resolve()), _digest(base)
     hit = _DB_MEMO.get(key)
     if hit is not None and hit[0] == digest:
         _DB_MEMO.move_to_end(key)
-        return hit[1].copy()
-    db = read_partitioned(base, _PARTITION, upto=upto, empty=_DB_COLUMNS)
-    missing = [c for c in ("record_hash", "folded_in") if c not in db.columns]
-    if missing:
-        raise RuntimeError(f"the offence database under {base} predates the ledger columns {missing}: delete "
-                           "gold/offences and gold/rule_weights and re-run feedback from the first live day")
-    db = _normalise(db)
-    _DB_MEMO[key] = (digest, db)
-    _DB_MEMO.move_to_end(key)
-    while len(_DB_MEMO) > _DB_MEMO_KEPT:
-        _DB_MEMO.popitem(last=False)
+        db = hit[1]
+    else:
+        db = read_partitioned(base, _PARTITION, empty=_DB_COLUMNS)
+        missing = [c for c in ("record_hash", "folded_in") if c not in db.columns]
+        if missing:
+            raise RuntimeError(f"the offence database under {base} predates the ledger columns {missing}: delete "
+                               "gold/offences and gold/rule_weights and re-run feedback from the first live day")
+        db = _normalise(db)
+        _DB_MEMO[key] = (digest, db)
+        _DB_MEMO.move_to_end(key)
+        while len(_DB_MEMO) > _DB_MEMO_KEPT:
+            _DB_MEMO.popitem(last=False)
+    if upto is not None:
+        return db[(db[_PARTITION] < pd.Timestamp(upto) + pd.Timedelta(days=1)).to_numpy()].reset_index(drop=True)
     return db.copy()
-
-
-def current_view(db: pd.DataFrame) -> pd.DataFrame:
-    """``db`` with ``is_current`` and ``superseded_by`` recomputed over exactly these rows.
-
-    Row versions are ordered by when they were reported, then when they were folded in. The latest
-    version of a ``record_id`` supersedes its earlier versions; among those, the latest record of a
-    declaration item supersedes the item's earlier records. Each superseded row names the row that
-    replaced it (the next one in its chain).
-    """
-    db = db.copy()
-    sup = pd.Series(pd.NA, index=db.index, dtype="str")
-    if len(db):
-        key = _key(db)
-        o = db.sort_values(["record_id", "reported_date", "folded_in", "record_hash"], kind="stable")
-        nxt = key.loc[o.index].groupby(o.record_id.to_numpy()).shift(-1)
-        sup.loc[nxt.index] = nxt
-        latest = db[sup.isna()]
-        o = latest.sort_values(["declaration_id", "item_no", "reported_date", "folded_in", "record_id"],
-                               kind="stable")
-        nxt = key.loc[o.index].groupby([o.declaration_id.to_numpy(), o.item_no.to_numpy()]).shift(-1)
-        nxt = nxt[nxt.notna()]
-        sup.loc[nxt.index] = nxt
-    db["superseded_by"] = sup.astype("str")
-    db["is_current"] = sup.isna().to_numpy()
-    return db
 
 
 def offences(settings: Settings, upto: date | None = None, *, current: bool = True,
@@ -282,7 +262,7 @@ def _new_records(settings: Settings, day: date, folded: pd.DataFrame, version: s
         enf["batch_sha256"] = ""
     enf["record_hash"] = _known_hashes(enf, folded)
     enf = enf.drop_duplicates(["record_id", "record_hash"], keep="first")  # a re-send adds nothing
-    enf = enf[~_has(_key(enf), _key(folded))]
+    enf = enf[~_has(row_key(enf), row_key(folded))]
     enf = enf.sort_values(["reported_date", "record_id"], kind="stable").reset_index(drop=True)
     if enf.empty:
         return _empty_db()
@@ -332,9 +312,10 @@ def _write_db(settings: Settings, new_db: pd.DataFrame, old_db: pd.DataFrame) ->
     diff = pd.concat([old_state, new_state]).drop_duplicates(keep=False)
     affected = sorted(pd.to_datetime(diff._d).dt.date.unique())
     written = 0
+    reported = pd.to_datetime(new_db.reported_date).dt.normalize()  # once, not once per partition
     for d in affected:
         pdir = partition(_offences_dir(settings), _PARTITION, d)
-        part = new_db[pd.to_datetime(new_db.reported_date).dt.date == d]
+        part = new_db[(reported == pd.Timestamp(d)).to_numpy()]
         target = pdir / "part-0.parquet"
         if part.empty:
             if target.exists():
@@ -374,13 +355,13 @@ def update(settings: Settings, day: date) -> dict:
     was = current_view(before)
     now = current_view(pd.concat([before, new], ignore_index=True))
     was, now = was[was.is_current], now[now.is_current]
-    added = now[~_has(_key(now), _key(was))]
-    removed = was[~_has(_key(was), _key(now))]
+    added = now[~_has(row_key(now), row_key(was))]
+    removed = was[~_has(row_key(was), row_key(now))]
     weights, evidence, old, method = derive(settings, day, prev, added, removed)
     stack = stacking.fit(settings, day, now, load_rules(settings.rules_path))
 
     rep = pd.to_datetime(new.reported_date).dt.date
-    keys = sorted(_key(new))
+    keys = sorted(row_key(new))
     rec = {"version": version, "date": day.isoformat(), "previous": prev, "weights": weights,
            "evidence": evidence, "outcomes_used": int(len(new)), "corrections": int(len(removed)),
            "late_records": int((rep <= version_date(prev)).sum()) if prev != INITIAL else 0,

@@ -85,7 +85,7 @@ def _training_rows(settings: Settings, day: date, outcomes: pd.DataFrame) -> pd.
     rules that hit and the weights version in force when they were scored, and the selection probability."""
     since = day - timedelta(days=settings.feedback.stack_window_days)
     o = outcomes[(outcomes.selection_reason != "legacy") & outcomes.declaration_date.notna()]
-    o = o[pd.to_datetime(o.declaration_date).dt.date >= since]
+    o = o[pd.to_datetime(o.declaration_date) >= pd.Timestamp(since)]  # timestamps: no date object per row
     if o.empty:
         return pd.DataFrame()
     sc = read_scored(settings, since=since, upto=day)

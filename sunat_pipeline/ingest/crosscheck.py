@@ -25,7 +25,13 @@ import pandas as pd
 from sunat_pipeline.ingest.landing import source_lock
 from sunat_pipeline.ingest.silver_tables import HISTORY_DIR, BatchOrder, merge_silver, silver
 from sunat_pipeline.ingest.sources import SOURCES
-from sunat_pipeline.lake.store import atomic_write_bytes, partition, replace_partition, write_parquet_atomic
+from sunat_pipeline.lake.store import (
+    atomic_write_bytes,
+    partition,
+    read_partitioned,
+    replace_partition,
+    write_parquet_atomic,
+)
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,21 +58,24 @@ def held(settings: Settings) -> pd.DataFrame:
 
 
 def _reasons(settings: Settings, rows: pd.DataFrame) -> np.ndarray:
-    """Per row: the reason to hold it, or None when it agrees with customs silver."""
-    files = [str(f) for f in sorted((settings.silver / "customs").glob("*/*.parquet"))]
-    if not files:
+    """Per row: the reason to hold it, or None when it agrees with customs silver. Customs comes through the
+    lake's cached reader (the day's scoring reads the same files), not a fresh scan of every partition."""
+    spec = SOURCES["customs"]
+    customs = read_partitioned(settings.silver / spec.name, spec.partition_by,
+                               columns=["declaration_id", "item_no", "declaration_date"])
+    if customs.empty:
         return np.full(len(rows), "unknown_declaration", dtype=object)
     probe = pd.DataFrame({"i": np.arange(len(rows)), "declaration_id": rows["declaration_id"].to_numpy(),
                           "item_no": rows["item_no"].astype("Int64").to_numpy(),
                           "inspection_date": pd.to_datetime(rows["inspection_date"]).to_numpy()})
     with duckdb.connect() as con:
         con.register("probe", probe)
+        con.register("customs", customs)
         out = con.execute(
             "SELECT p.i, CASE WHEN k.declaration_id IS NULL THEN 'unknown_declaration' "
             "WHEN p.inspection_date < k.declaration_date THEN 'inspected_before_declaration' END AS reason "
             "FROM probe p LEFT JOIN (SELECT declaration_id, item_no, min(declaration_date) AS declaration_date "
-            "FROM read_parquet(?, hive_partitioning = false) GROUP BY ALL) k USING (declaration_id, item_no) "
-            "ORDER BY p.i", [files]).df()
+            "FROM customs GROUP BY ALL) k USING (declaration_id, item_no) ORDER BY p.i").df()
     return out["reason"].to_numpy(dtype=object)
 
 
@@ -79,7 +88,10 @@ def check_enforcement(settings: Settings, day: date) -> dict:
         current, kept = silver(settings, "enforcement"), held(settings)
         if not len(current) and not len(kept):
             return {"held_rows": 0, "newly_held": 0, "released_rows": 0}
-        cand = pd.concat([current[cols].assign(_held=False), kept[cols].assign(_held=True)], ignore_index=True)
+        # Nothing held (the usual day): no concatenation with an empty frame of object columns, which would turn
+        # every column of silver into Python objects.
+        cand = pd.concat([current[cols].assign(_held=False), kept[cols].assign(_held=True)], ignore_index=True) \
+            if len(kept) else current[cols].assign(_held=False).reset_index(drop=True)
         reason = _reasons(settings, cand)
         order = BatchOrder.build(settings, "enforcement")
         rank = cand["_batch_sha256"].map(order.rank).fillna(-1)
@@ -87,7 +99,9 @@ def check_enforcement(settings: Settings, day: date) -> dict:
         hold = ~cand["_held"] & pd.notna(reason)
         # A held row leaves the hold when a later version in silver supersedes it (to the history), or when it
         # agrees with customs (back into silver).
-        superseded = cand["_held"] & cand["record_id"].isin(current["record_id"]) & (rank < newest)
+        # (Python strings: the string dtype's own isin makes an Arrow scalar of every value, about half a second.)
+        superseded = cand["_held"] & cand["record_id"].astype(object).isin(
+            current["record_id"].astype(object)) & (rank < newest) if len(kept) else cand["_held"]
         agree = cand["_held"] & pd.isna(reason) & ~superseded
         release = superseded | agree
         if not hold.any() and not release.any():

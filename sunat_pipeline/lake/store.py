@@ -191,18 +191,29 @@ def read_partitioned(base: Path, key: str, upto: date | None = None, since: date
     """
     base = Path(base)
     files: list[tuple[str, str]] = []  # (file, its partition's value as written in the folder name)
-    for p in sorted(base.glob(f"{key}=*")) if base.exists() else []:
-        value = p.name.split("=", 1)[1]
+    for name in _names(base, lambda n: n.startswith(f"{key}=")):
+        value = name.split("=", 1)[1]
         d = date.fromisoformat(value)
         if (upto is None or d <= upto) and (since is None or d >= since):
-            files.extend((str(f), value) for f in sorted(p.glob("*.parquet")))
+            part = os.path.join(base, name)
+            files.extend((os.path.join(part, f), value) for f in _names(part, lambda n: n.endswith(".parquet")))
     if not files:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in (columns if empty is None else empty) or []})
     if where is None:
-        table = _CACHE.table(files, key, columns)
-        if table is not None:
-            return table.to_pandas()
+        frame = _CACHE.frame(files, key, columns)
+        if frame is not None:
+            return frame
     return _scan([f for f, _ in files], base, key, columns, where).to_pandas()
+
+
+def _names(folder, keep) -> list[str]:
+    """The sorted names in ``folder`` that ``keep`` accepts (none if it is not a folder): what ``sorted(glob)``
+    gives, through one ``scandir`` (a table read lists hundreds of partitions, several times a day)."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(e.name for e in it if keep(e.name))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _scan(files: list[str], base: Path, key: str, columns: list[str] | None,
@@ -232,6 +243,8 @@ class _FileCache:
         self.size = 0
         self._files: OrderedDict[str, tuple[bytes, pa.Table, int]] = OrderedDict()
         self._lock = threading.Lock()
+        # The last frames converted, by what they came from (the very file tables, compared by identity).
+        self._frames: OrderedDict[tuple, tuple[tuple[pa.Table, ...], pd.DataFrame]] = OrderedDict()
 
     def _file(self, path: str) -> pa.Table:
         data = Path(path).read_bytes()
@@ -254,11 +267,34 @@ class _FileCache:
                 self.size -= self._files.popitem(last=False)[1][2]
         return table
 
-    def table(self, files: list[tuple[str, str]], key: str, columns: list[str] | None) -> pa.Table | None:
+    def frame(self, files: list[tuple[str, str]], key: str, columns: list[str] | None) -> pd.DataFrame | None:
+        """``table(...).to_pandas()``, reusing the frame of an earlier read of the same unchanged files (a
+        shallow copy: under pandas' copy-on-write a caller changing its frame never changes another's)."""
+        tables = tuple(self._file(f) for f, _ in files)
+        memo = (tuple(f for f, _ in files), key, None if columns is None else tuple(columns))
+        with self._lock:
+            hit = self._frames.get(memo)
+            if hit is not None and len(hit[0]) == len(tables) and all(
+                    a is b for a, b in zip(hit[0], tables, strict=True)):
+                self._frames.move_to_end(memo)
+                return hit[1].copy(deep=False)
+        table = self.table(files, key, columns, tables)
+        if table is None:
+            return None
+        df = table.to_pandas()
+        with self._lock:
+            self._frames[memo] = (tables, df)
+            self._frames.move_to_end(memo)
+            while len(self._frames) > FRAMES_KEPT:
+                self._frames.popitem(last=False)
+        return df.copy(deep=False)
+
+    def table(self, files: list[tuple[str, str]], key: str, columns: list[str] | None,
+              tables: tuple[pa.Table, ...] | None = None) -> pa.Table | None:
         """What ``_scan`` returns without a filter, from the cached files: each file's table conformed to the
         unified schema (absent columns null, the key from the folder name where the file lacks it), in
         order. ``None`` (the caller scans) where a column asked for does not exist or repeats."""
-        tables = [self._file(f) for f, _ in files]
+        tables = tables if tables is not None else [self._file(f) for f, _ in files]
         schema = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
         if key not in schema.names:
             schema = schema.append(pa.field(key, pa.date32()))
@@ -295,6 +331,7 @@ class _FileCache:
         return table.select(columns) if columns is not None else table
 
 
+FRAMES_KEPT = 12  # converted frames kept (a day reads each silver table once or a few times)
 _CACHE = _FileCache(limit=int(os.environ.get("SUNAT_READ_CACHE_MB", "1024")) << 20)
 
 

@@ -25,8 +25,10 @@ def office_volumes(customs: pd.DataFrame, day: date, window_days: int) -> dict[s
     administration does not work (or before the history starts) do not dilute it."""
     if customs.empty:
         return {}
-    d = pd.to_datetime(customs.declaration_date).dt.date
-    recent = customs.loc[(d < day) & (d >= day - timedelta(days=window_days)),
+    # Compared as timestamps (midnight of each bound): the same rows as comparing dates, without a date object
+    # per row of the whole history.
+    d = pd.to_datetime(customs.declaration_date)
+    recent = customs.loc[(d < pd.Timestamp(day)) & (d >= pd.Timestamp(day - timedelta(days=window_days))),
                          ["declaration_id", "declaration_date", "customs_office"]].drop_duplicates("declaration_id")
     days = recent.declaration_date.nunique()
     if not days:

@@ -90,7 +90,8 @@ def adaptive_share(cfg: SelectionSettings, outcomes: pd.DataFrame | None, day: d
         return out
     since = day - timedelta(days=window_days)
     o = outcomes[outcomes.selection_reason.isin(["exploration", "random"]) & outcomes.declaration_date.notna()]
-    o = o[(pd.to_datetime(o.declaration_date).dt.date >= since) & (pd.to_datetime(o.declaration_date).dt.date < day)]
+    when = pd.to_datetime(o.declaration_date)  # compared as timestamps: no date object per row
+    o = o[(when >= pd.Timestamp(since)) & (when < pd.Timestamp(day))]
     # Declarations are what was selected; a hit is a declaration with at least one FRAUD item.
     d = o.assign(hit=o.result == "FRAUD").groupby(["selection_reason", "declaration_id"]).hit.any().reset_index()
     rate, n = {}, {}

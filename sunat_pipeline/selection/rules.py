@@ -47,8 +47,23 @@ class RuleSet:
         return {r.id: r for r in self.rules}
 
 
+# The rule file's text -> its parsed rules: scoring and feedback read the file several times a day, and parsing
+# it is most of the cost. Keyed by the text itself, so an edited file is parsed again.
+_PARSED: dict[str, RuleSet] = {}
+
+
 def load_rules(path: Path) -> RuleSet:
-    spec = yaml.safe_load(Path(path).read_text())
+    text = Path(path).read_text()
+    known = _PARSED.get(text)
+    if known is None:
+        known = _parse(text)
+        _PARSED.clear()  # one rule file in use at a time; a changed one replaces it
+        _PARSED[text] = known
+    return RuleSet(areas=dict(known.areas), rules=list(known.rules))  # the caller's own copy
+
+
+def _parse(text: str) -> RuleSet:
+    spec = yaml.safe_load(text)
     rules = []
     for r in spec["rules"]:
         missing = [k for k in _REQUIRED if k not in r]
@@ -92,10 +107,11 @@ def summarise(rules: RuleSet, hits: pd.DataFrame, weights: dict[str, float], fra
     mand = np.array([r.mandatory for r in rules.rules])
     h = hits[list(ids)].to_numpy()
     by_id = rules.by_id()
-    rows = frame.to_dict("records")
     hit_lists = [list(ids[row]) for row in h]
-    reasons = [[f"rule {i}: " + by_id[i].reason.format_map(_Fmt(rec)) for i in hl]
-               for hl, rec in zip(hit_lists, rows, strict=True)]
+    reasons = [[] for _ in hit_lists]
+    hit_rows = np.flatnonzero(h.any(axis=1))  # only items a rule hit need their values in words
+    for k, rec in zip(hit_rows, frame.iloc[hit_rows].to_dict("records"), strict=True):
+        reasons[k] = [f"rule {i}: " + by_id[i].reason.format_map(_Fmt(rec)) for i in hit_lists[k]]
     return pd.DataFrame({
         "rule_score": (h * w).sum(axis=1).round(6),
         "rule_hits": hit_lists,

@@ -100,7 +100,9 @@ def score_day(settings: Settings, day: date) -> dict:
     sel = settings.selection
     volumes = office_volumes(inp["customs_history"], day, sel.capacity_window_days)
     capacities = office_capacities(sel, items.customs_office, volumes)
-    explore = adaptive_share(sel, offences(settings, asof=day - timedelta(days=1)), day,
+    # The evidence is read only where the share adapts (a policy without exploration never needs it).
+    adapts = sel.exploration_adaptive and sel.exploration_share > 0
+    explore = adaptive_share(sel, offences(settings, asof=day - timedelta(days=1)) if adapts else None, day,
                              settings.monitoring.exploration_window_days)
     decl = select_channels(rollup(scored, embedding=item_embedding(X, items)), sel, day, settings.seed,
                            capacity=capacities, explore_share=explore["share"])
