@@ -146,6 +146,8 @@ class TrainingSettings(BaseModel):
         "newer outcomes) unless the 95% interval of its difference from the champion lies wholly below the margin; "
         "'better' promotes it when the point estimate clears the margin (docs/models.md)")
     device: str = "cpu"
+    n_jobs: int = Field(2, ge=1, description="threads of each XGBoost fit (the machine's cores; a backtest running "
+                        "several runs at once gives each its share, as more threads than cores slow every fit)")
     search_budget_s: float = Field(120.0, ge=0, description="hyperparameter search budget of a weekly retraining")
     search_max_trials: int = Field(12, ge=1, description="at most this many search trials (reproducible cap)")
 

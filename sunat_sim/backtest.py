@@ -118,12 +118,15 @@ def _generate(d: Path, cfg: BacktestConfig, seed: int, key: dict) -> dict:
     return summary
 
 
-def policy_settings(lake: Path, tracking_db: Path, policy, capacity: float, seed: int):
-    """The pipeline's settings for one run: the base settings, the policy's overlay, the common capacity."""
+def policy_settings(lake: Path, tracking_db: Path, policy, capacity: float, seed: int, workers: int = 1):
+    """The pipeline's settings for one run: the base settings, the policy's overlay, the common capacity; each
+    XGBoost fit gets the run's share of the cores (``workers`` runs at once: more threads than cores would make
+    every fit wait on the others; the models are the same whatever the thread count)."""
     from sunat_pipeline.backtest.policies import apply, capacity_overlay
 
     base = get_settings(lake_root=lake, mlflow_tracking_uri=f"sqlite:///{tracking_db}", seed=seed)
-    return apply(base, policy, capacity=capacity_overlay(capacity), backtest=BACKTEST_OVERLAY)
+    threads = {"training": {"n_jobs": max(1, (os.cpu_count() or 1) // max(1, workers))}}
+    return apply(base, policy, capacity=capacity_overlay(capacity), backtest=BACKTEST_OVERLAY, threads=threads)
 
 
 def run_policy(workdir: str, cfg_dict: dict, seed: int, policy_name: str) -> dict:
@@ -150,7 +153,7 @@ def run_policy(workdir: str, cfg_dict: dict, seed: int, policy_name: str) -> dic
     wdir = world_dir(Path(workdir), cfg, seed)
     lake = rdir / "data"
     shutil.copytree(wdir, lake, ignore=shutil.ignore_patterns("world_key.json", "unused-mlflow.db*"))
-    settings = policy_settings(lake, rdir / "mlflow.db", policy, cfg.capacity, seed)
+    settings = policy_settings(lake, rdir / "mlflow.db", policy, cfg.capacity, seed, cfg.workers)
     days = load_world_config(lake).live_dates
     shared = shared_dir(Path(workdir), seed) if cfg.shared_ingest and backtest_shared.compatible(
         settings, ingest_settings(lake, seed)) else None
@@ -197,7 +200,8 @@ def run(cfg: BacktestConfig, workdir: Path) -> list[dict]:
             results.append(run_policy(str(workdir), asdict(cfg), seed, p))
             _progress(results, len(tasks), t0, cfg.workers)
     else:
-        # One XGBoost thread per worker: the workers already use the cores.
+        # The workers already use the cores: one thread each for OpenMP libraries (XGBoost's fits get their
+        # share explicitly, ``policy_settings``).
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         with ProcessPoolExecutor(max_workers=cfg.workers) as ex:
             worlds = {ex.submit(prepare_world, workdir, cfg, seed): seed for seed in cfg.seeds}

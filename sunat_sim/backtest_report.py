@@ -108,28 +108,33 @@ def _plots(summary: dict) -> list[str]:
 
 def bar_value(b: dict) -> str:
     """What a bar measured, in words: a ratio or difference with its interval, a pair of median days, an agreement
-    with how often the truth promotes and what the wrong decisions cost."""
+    with how often the truth promotes and what the wrong decisions cost. Plain text: the HTML report escapes it."""
     v = b.get("value")
     if isinstance(v, list) and len(v) == 2:
-        out = f"{_fmt(v[0])} vs {_fmt(v[1])} days"
+        out = f"{_plain(v[0])} vs {_plain(v[1])} days"
     else:
-        out = _fmt(v)
+        out = _plain(v)
     if b.get("ci95"):
-        out += f" [{_fmt(b['ci95'][0])}, {_fmt(b['ci95'][1])}]"
+        out += f" [{_plain(b['ci95'][0])}, {_plain(b['ci95'][1])}]"
     if "truth_promotes" in b:
         mat = b.get("material") or {}
-        out += (f" of {b.get('n')} decisions (the truth promotes {_fmt(b['truth_promotes'])} of challengers; "
-                f"agreement where the models differ by >= 2 points: {_fmt(mat.get('agreement'))} of "
-                f"{mat.get('decisions')}; mean regret {_fmt(b.get('mean_regret'))})")
+        out += (f" of {b.get('n')} decisions (the truth promotes {_plain(b['truth_promotes'])} of challengers; "
+                f"agreement where the models differ by >= 2 points: {_plain(mat.get('agreement'))} of "
+                f"{mat.get('decisions')}; mean regret {_plain(b.get('mean_regret'))})")
     return out
 
 
-def _fmt(v) -> str:
+def _plain(v) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, float):
         return f"{v:,.0f}" if abs(v) >= 100 or v == int(v) else f"{v:.3f}"
-    return html.escape(str(v))
+    return str(v)
+
+
+def _fmt(v) -> str:
+    """A value for the HTML page (escaped once)."""
+    return html.escape(_plain(v))
 
 
 def render_html(summary: dict) -> bytes:

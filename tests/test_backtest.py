@@ -4,6 +4,7 @@ small closed-loop replay end to end (JSON, HTML, MLflow), reused and determinist
 from __future__ import annotations
 
 import json
+import os
 
 import mlflow
 import numpy as np
@@ -200,3 +201,26 @@ def test_gate_agreement_counts_what_each_wrong_decision_cost(tmp_path):
     assert wrong["regret"] == pytest.approx(top10, abs=1e-4)  # the bad challenger got in: all of it lost
     assert (g["material_decisions"], g["material_agree"]) == (2, 1)
     assert g["mean_regret"] == pytest.approx(top10 / 3, abs=1e-4)
+
+
+def test_a_bar_reads_as_plain_text_and_the_page_escapes_it_once(tiny_backtest):
+    bar = {"bar": "gate agrees <80%> with the truth", "pass": False, "value": 0.6, "ci95": None, "n": 72,
+           "truth_promotes": 0.53, "material": {"agreement": 0.59, "decisions": 39}, "mean_regret": 0.014}
+    text = backtest_report.bar_value(bar)
+    assert text.startswith("0.600 of 72 decisions") and ">= 2 points" in text and "&" not in text
+    cfg, _, results = tiny_backtest
+    summary = backtest_report.summarise(cfg, results, 1.0)
+    page = backtest_report.render_html({**summary, "bars": [bar]}).decode()
+    assert "&gt;= 2 points" in page and "&amp;gt;" not in page and "&lt;80%&gt;" in page
+
+
+def test_each_run_fits_with_its_share_of_the_cores(tmp_path, monkeypatch):
+    """Two runs at once on two cores: one XGBoost thread each (two each made every fit wait on the other's)."""
+    from sunat_pipeline.backtest.policies import load_policy
+
+    policy = load_policy(get_settings(), "hybrid")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert backtest.policy_settings(tmp_path, tmp_path / "m.db", policy, 0.1, 1, workers=2).training.n_jobs == 1
+    assert backtest.policy_settings(tmp_path, tmp_path / "m.db", policy, 0.1, 1, workers=1).training.n_jobs == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert backtest.policy_settings(tmp_path, tmp_path / "m.db", policy, 0.1, 1, workers=3).training.n_jobs == 5

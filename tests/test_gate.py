@@ -122,6 +122,36 @@ def test_all_traffic_decides_once_days_are_scored_and_reported_and_leaves_its_it
     assert est4["method"] == "labelled_holdout" and est4["days"] == 6
 
 
+def test_items_no_policy_could_select_are_left_out_and_a_policy_without_a_random_share_falls_back(tmp_path):
+    s = get_settings(lake_root=tmp_path / "data")
+    rng = np.random.default_rng(2)
+    asof = date(2026, 7, 22)
+    days = [asof - timedelta(days=k) for k in range(14, 0, -1)]
+    items = pd.concat([_scored_day(d, 100, rng) for d in days], ignore_index=True)
+    sel = items[items.channel != "GREEN"]
+    labels = pd.DataFrame({"declaration_id": sel.declaration_id, "item_no": 1, "y": 1, "revenue": 1000.0})
+    keys = items[["declaration_id", "item_no", "declaration_date"]]
+    # A small office whose random quota rounded to nothing: its unselected items had no chance (probability 0).
+    zero = (items.channel == "GREEN") & (np.arange(len(items)) % 100 >= 95)
+    for d in days:
+        write_scored(s, d, items[items.declaration_date == d].assign(
+            selection_probability=np.where(zero[items.declaration_date == d], 0.0,
+                                           items.selection_probability[items.declaration_date == d])))
+    # A challenger ranking exactly those items first would fill its top 10% with items counted as clean.
+    a = np.where(zero, 10.0, rng.random(len(items)))
+    est = gate.all_traffic(s, asof, keys, labels, a, rng.random(len(items)))
+    assert est["method"] == "ipw_all_traffic" and est["n_items"] == 1400 - int(zero.sum())
+    assert est["coverage"] == round(1 - zero.mean(), 4)
+    kept = pd.read_parquet(gate.gate_dir(s, asof) / "items.parquet")
+    assert not kept.in_gate[kept.selection_probability == 0].any()
+    # No random share at all (the exploit policy): only what it selected had a chance: the labelled holdout.
+    for d in days:
+        day = items[items.declaration_date == d]
+        write_scored(s, d, day.assign(selection_probability=np.where(day.channel == "GREEN", 0.0, 1.0)))
+    est = gate.all_traffic(s, asof, keys, labels, a, rng.random(len(items)))
+    assert est["method"] == "labelled_holdout" and est["coverage"] == 0.1
+
+
 def test_a_challenger_is_kept_out_only_when_shown_worse():
     est = {"challenger_share": 0.60, "champion_share": 0.62, "difference": -0.02, "difference_ci95": [-0.09, 0.05]}
     assert gate.decide(est, 0.0, "not_worse")[0]  # inside the noise: the newer model goes in

@@ -135,6 +135,26 @@ def test_random_selection_is_uniform_over_the_rest():
     assert 0.35 < share_low < 0.65
 
 
+def test_a_random_quota_under_one_declaration_still_draws_and_its_propensity_is_what_it_draws():
+    """0.15 x 3 = 0.45 declarations a day: rounded at random, the office draws on about 45% of days (never, with
+    half-up rounding), so every declaration has a chance on record every day, and the recorded probability is
+    the chance the draw really gives (picks over days and declarations)."""
+    cfg = SelectionSettings(default_capacity=OfficeCapacity(red=1, yellow=2), random_share=0.15,
+                            exploration_share=0.0)
+    d = decls(n=40, offices=("019",))
+    days = [date.fromordinal(DAY.toordinal() + k) for k in range(400)]
+    outs = [select_channels(d, cfg, day, seed=5) for day in days]
+    drew = np.array([(o.selection_reason == "random").sum() for o in outs])
+    assert set(drew) == {0, 1} and 0.38 < drew.mean() < 0.52
+    green = pd.concat([o[o.channel == "GREEN"] for o in outs])
+    assert (green.selection_probability > 0).all()
+    # The draw comes before the model's picks, over all 40 (no mandatory hit): 0.45 / 40 recorded for each,
+    # what the draws gave over the 400 days (about 0.45 x 400 picks of 40 x 400 chances).
+    recorded = pd.concat([o[o.selection_reason.isin(["random", "none"])] for o in outs]).selection_probability
+    assert np.allclose(recorded, round(0.45 / len(d), 6))
+    assert abs(drew.sum() / (len(days) * len(d)) / recorded.mean() - 1) < 0.15
+
+
 def test_mandatory_rules_select_before_random_and_model():
     d = decls(mandatory=12)
     cfg = SelectionSettings(default_capacity=OfficeCapacity(red=10, yellow=6), random_share=0.5,

@@ -10,8 +10,10 @@ declaration (1 for mandatory and exploitation picks, the sampling probability fo
 quality-control share gives every declaration a chance, so the estimate is unbiased (Horvitz-Thompson, as a
 ratio to the estimated total). A 95% interval of the difference comes from a bootstrap over days.
 
-It is used when the pipeline scored (and recorded selection probabilities for) at least ``MIN_COVERAGE`` of
-the holdout's items and at least ``MIN_DAYS`` of its days are fully reported (a day whose inspections are not
+It is used when at least ``MIN_COVERAGE`` of the holdout's items had a recorded, positive selection probability
+(an item the policy could never select is outside any inverse-propensity estimate: it is left out, and a policy
+without a random share is judged on its labelled holdout) and at least ``MIN_DAYS`` of its days are fully
+reported (a day whose inspections are not
 all reported yet would count its pending frauds as clean, so it is left out); before that (the legacy history,
 or a lake scored before schema 4) the gate falls back to the labelled holdout.
 
@@ -114,11 +116,15 @@ def all_traffic(settings: Settings, asof: date, items: pd.DataFrame, labels: pd.
     sel = f.channel.isin(["RED", "YELLOW"])
     reported = (f.y.notna() & sel).groupby(f.declaration_date).sum() / sel.groupby(f.declaration_date).sum()
     done = set(reported[reported >= MIN_COVERAGE].index)
-    f["in_gate"] = f.declaration_date.isin(done) & f.selection_probability.notna()
+    # An item the day's policy could never have selected (probability 0: no random share, or an office whose
+    # capacity went to mandatory hits) is outside what inverse propensity can estimate: left out, and counted
+    # against the coverage (a policy without a random share is judged on its labelled holdout).
+    positive = f.selection_probability.fillna(0).to_numpy(float) > 0
+    f["in_gate"] = f.declaration_date.isin(done) & positive
     write_parquet_atomic(f, gate_dir(settings, asof) / "items.parquet")
-    coverage = float(f.selection_probability.notna().mean()) if len(f) else 0.0
+    coverage = float(positive.mean()) if len(f) else 0.0
     if coverage < MIN_COVERAGE or len(done) < MIN_DAYS:
-        log.info("gate %s: %.0f%% of the holdout's items were scored with a selection probability, %d days fully "
+        log.info("gate %s: %.0f%% of the holdout's items had a chance of selection on record, %d days fully "
                  "reported: the labelled holdout decides", asof, 100 * coverage, len(done))
         return {"method": "labelled_holdout", "coverage": round(coverage, 4), "days": len(done), "n_items": len(f)}
     g = f[f.in_gate]

@@ -204,7 +204,8 @@ def model_params(settings: Settings, X: pd.DataFrame, meta: pd.DataFrame, tr: np
     if not search:
         return base, None
     res = tuning.search(X[tr], meta.y[tr], meta.revenue[tr], meta.declaration_date[tr], base,
-                        budget_s=t.search_budget_s, max_trials=t.search_max_trials, seed=settings.seed, device=device)
+                        budget_s=t.search_budget_s, max_trials=t.search_max_trials, seed=settings.seed, device=device,
+                        n_jobs=t.n_jobs)
     return res.best, res.table()
 
 
@@ -223,7 +224,8 @@ def train_and_register(settings: Settings, asof: date, reason: str = "manual", s
     t = settings.training
     device = resolve_device(t.device)
     params, trials = model_params(settings, X, meta, tr, search, device)
-    model = RiskModel(**{**params, "bag_size": t.bag_size, "seed": settings.seed, "device": device})
+    model = RiskModel(**{**params, "bag_size": t.bag_size, "seed": settings.seed, "device": device,
+                         "n_jobs": t.n_jobs})
     model.fit(X[tr], meta.y[tr], meta.revenue[tr], mechanism=meta.offence_code[tr], channel=meta.channel[tr],
               blind=tuple(settings.selection.documentary_blind), blind_label_weights=t.documentary_blind_labels)
     pred = model.predict(X[ho])

@@ -167,15 +167,18 @@ def workload(n_items: np.ndarray, cfg: SelectionSettings, cap: OfficeCapacity) -
     return per_decl + per_item * np.asarray(n_items, dtype=np.float64)
 
 
-def _quota(share: float, cap: np.ndarray, in_declarations: bool) -> np.ndarray:
+def _quota(share: float, cap: np.ndarray, in_declarations: bool, draw: float | None = None) -> np.ndarray:
     """Per-channel quota of a step: ``share`` of each channel's capacity.
 
-    In declarations the total is rounded half up and split over RED and YELLOW in proportion to their
-    capacity; in workload units it is the exact share (a step stops once it reaches its quota).
+    In declarations the total is rounded half up (with ``draw``, a uniform number in [0, 1): rounded at random,
+    up with the probability of its fraction, so that over days the step takes exactly ``share`` of the capacity
+    and a small office whose share is under one declaration still draws some days) and split over RED and YELLOW
+    in proportion to their capacity; in workload units it is the exact share (a step stops once it reaches it).
     """
     if not in_declarations:
         return share * cap
-    total = int(np.floor(share * cap.sum() + 0.5))
+    x = round(float(share * cap.sum()), 9)  # (0.2 x 15 is 3, not 3.0000000000000004)
+    total = int(np.floor(x + 0.5)) if draw is None else int(np.floor(x)) + int(draw < x - np.floor(x))
     red = min(int(np.floor(share * cap[0] + 0.5)), total, int(cap[0]))
     yellow = min(total - red, int(cap[1]))
     red = min(total - yellow, int(cap[0]))
@@ -275,6 +278,17 @@ def by_mechanism(st: _Office, blind: np.ndarray, p: np.ndarray) -> None:
     st.channel[order[n_red:]] = "YELLOW"
 
 
+def _random_propensity(picked: int, quota: int, pool: int, expected: float | None) -> float:
+    """Each declaration's chance in the day's random draw (every one of the ``pool`` had the same): the picks the
+    draw expected over the pool where the randomly rounded quota was taken in full (``expected``: share x
+    capacity, in declarations), else (a capacity full of mandatory hits, workload units) the picks it made."""
+    if not pool:
+        return 0.0
+    if expected is not None and picked == quota:
+        return min(expected, pool) / pool
+    return picked / pool
+
+
 def selection_probability(reason: np.ndarray, p_random: float, p_explore: np.ndarray) -> np.ndarray:
     """Each declaration's probability of being selected under the day's policy, given the scores (the
     propensity that inverse-propensity estimates divide by; docs/models.md):
@@ -342,9 +356,11 @@ def select_channels(decl: pd.DataFrame, cfg: SelectionSettings, day: date, seed:
         # 2. Random quality control: a share of each channel, uniform over the rest (seeded by day and office).
         rng = np.random.default_rng([seed, day.toordinal(), _office_key(office)])
         rest = np.flatnonzero(~st.taken)
-        st.fill(rest[rng.permutation(len(rest))], _quota(cfg.random_share, capv, in_decl), "random")
-        # Every declaration of the draw had the same chance: the random picks over the declarations drawn from.
-        p_random = float((st.reason[rest] == "random").sum()) / len(rest) if len(rest) else 0.0
+        draw = np.random.default_rng([seed, day.toordinal(), _office_key(office), 1]).random()
+        quota = _quota(cfg.random_share, capv, in_decl, draw)
+        st.fill(rest[rng.permutation(len(rest))], quota, "random")
+        p_random = _random_propensity(int((st.reason[rest] == "random").sum()), int(quota.sum()), len(rest),
+                                      cfg.random_share * capv.sum() if in_decl else None)
 
         # 3. Exploitation, keeping the exploration quota free.
         q_explore = np.minimum(_quota(explore_share, capv, in_decl), st.left)
