@@ -79,15 +79,20 @@ def _scored_day(d, n, rng):
     return df[COLUMNS]
 
 
-def test_all_traffic_decides_once_days_are_scored_and_reported_and_leaves_its_items(tmp_path):
-    s = get_settings(lake_root=tmp_path / "data")
-    rng = np.random.default_rng(1)
+def _holdout(tmp_path, seed: int, fraud_rate: float):
+    """Settings on an empty lake, the gate's date, 14 holdout days of scored items and the selected ones' labels."""
+    rng = np.random.default_rng(seed)
     asof = date(2026, 7, 22)
     days = [asof - timedelta(days=k) for k in range(14, 0, -1)]
     items = pd.concat([_scored_day(d, 100, rng) for d in days], ignore_index=True)
     sel = items[items.channel != "GREEN"]
     labels = pd.DataFrame({"declaration_id": sel.declaration_id, "item_no": 1,
-                           "y": (rng.random(len(sel)) < 0.3).astype(int), "revenue": 1000.0})
+                           "y": (rng.random(len(sel)) < fraud_rate).astype(int), "revenue": 1000.0})
+    return get_settings(lake_root=tmp_path / "data"), rng, asof, days, items, labels
+
+
+def test_all_traffic_decides_once_days_are_scored_and_reported_and_leaves_its_items(tmp_path):
+    s, rng, asof, days, items, labels = _holdout(tmp_path, 1, 0.3)
     score_a, score_b = rng.random(len(items)), rng.random(len(items))
 
     # Nothing scored yet (the legacy history): the labelled holdout decides.
@@ -123,13 +128,7 @@ def test_all_traffic_decides_once_days_are_scored_and_reported_and_leaves_its_it
 
 
 def test_items_no_policy_could_select_are_left_out_and_a_policy_without_a_random_share_falls_back(tmp_path):
-    s = get_settings(lake_root=tmp_path / "data")
-    rng = np.random.default_rng(2)
-    asof = date(2026, 7, 22)
-    days = [asof - timedelta(days=k) for k in range(14, 0, -1)]
-    items = pd.concat([_scored_day(d, 100, rng) for d in days], ignore_index=True)
-    sel = items[items.channel != "GREEN"]
-    labels = pd.DataFrame({"declaration_id": sel.declaration_id, "item_no": 1, "y": 1, "revenue": 1000.0})
+    s, rng, asof, days, items, labels = _holdout(tmp_path, 2, 1.0)
     keys = items[["declaration_id", "item_no", "declaration_date"]]
     # A small office whose random quota rounded to nothing: its unselected items had no chance (probability 0).
     zero = (items.channel == "GREEN") & (np.arange(len(items)) % 100 >= 95)
