@@ -230,3 +230,12 @@ def test_weights_history_is_queryable_through_the_cli(story, capsys, monkeypatch
     assert [ln.split(",")[0] for ln in out[1:]] == [f"rw-{d}" for d in (D1, D2, D3)]
     hist = pd.read_parquet(s.gold / "rule_weights" / "history.parquet")
     pd.testing.assert_frame_equal(hist, rule_weights.weights_history(s))
+
+
+def test_the_database_kept_after_a_write_is_what_a_fresh_read_gives(story):
+    """Feedback keeps the frame it wrote as the in-memory database: it must equal the files read afresh."""
+    s = story["settings"]
+    kept = feedback._read_db(s)
+    feedback._DB_MEMO.clear()
+    pd.testing.assert_frame_equal(kept, feedback._read_db(s))
+    assert len(kept) and kept.columns.tolist() == feedback._read_db(s).columns.tolist()

@@ -213,13 +213,25 @@ def _read_db(settings: Settings, upto: date | None = None) -> pd.DataFrame:
             raise RuntimeError(f"the offence database under {base} predates the ledger columns {missing}: delete "
                                "gold/offences and gold/rule_weights and re-run feedback from the first live day")
         db = _normalise(db)
-        _DB_MEMO[key] = (digest, db)
-        _DB_MEMO.move_to_end(key)
-        while len(_DB_MEMO) > _DB_MEMO_KEPT:
-            _DB_MEMO.popitem(last=False)
+        _keep(key, digest, db)
     if upto is not None:
         return db[(db[_PARTITION] < pd.Timestamp(upto) + pd.Timedelta(days=1)).to_numpy()].reset_index(drop=True)
     return db.copy()
+
+
+def _keep(key: str, digest: str, db: pd.DataFrame) -> None:
+    _DB_MEMO[key] = (digest, db)
+    _DB_MEMO.move_to_end(key)
+    while len(_DB_MEMO) > _DB_MEMO_KEPT:
+        _DB_MEMO.popitem(last=False)
+
+
+def _remember(settings: Settings, db: pd.DataFrame) -> None:
+    """After feedback wrote ``db`` (normalised): keep it as the memo of what is now on disk (a read would rebuild
+    the same frame from the files just written, and feedback writes every day: without this, each day's first
+    read rebuilds the whole database)."""
+    base = _offences_dir(settings)
+    _keep(str(base.resolve()), _digest(base), db)
 
 
 def offences(settings: Settings, upto: date | None = None, *, current: bool = True,
@@ -305,7 +317,9 @@ def _new_records(settings: Settings, day: date, folded: pd.DataFrame, version: s
 
 
 def _write_db(settings: Settings, new_db: pd.DataFrame, old_db: pd.DataFrame) -> int:
-    """Write the partitions whose content changed (new rows, supersession flags, rolled-back rows)."""
+    """Write the partitions whose content changed (new rows, supersession flags, rolled-back rows). ``new_db`` is
+    normalised (``_normalise``): a partition's rows, cut from it, keep their key order and dtypes, so each part is
+    what normalising it alone gives."""
     cols = ["record_id", "record_hash", "is_current", "superseded_by"]
     old_state = old_db[cols].assign(_d=old_db.reported_date)
     new_state = new_db[cols].assign(_d=new_db.reported_date)
@@ -321,7 +335,7 @@ def _write_db(settings: Settings, new_db: pd.DataFrame, old_db: pd.DataFrame) ->
             if target.exists():
                 target.unlink()
             continue
-        data = _parquet_bytes(_normalise(part).drop(columns=_PARTITION))
+        data = _parquet_bytes(part.drop(columns=_PARTITION).reset_index(drop=True))
         if not target.exists() or target.read_bytes() != data:
             atomic_write_bytes(target, data)
             written += 1
@@ -348,12 +362,17 @@ def update(settings: Settings, day: date) -> dict:
                         "records no version has folded", day, later)
         new = _new_records(settings, day, stored, version)
     before = stored[stored.folded_in < version]
-    after = current_view(pd.concat([stored[stored.folded_in != version], new], ignore_index=True))
-    n_written = _write_db(settings, after, db)
+    rest = stored[stored.folded_in != version]
+    after = current_view(pd.concat([rest, new], ignore_index=True))
+    norm = _normalise(after)
+    n_written = _write_db(settings, norm, db)
+    if n_written:
+        _remember(settings, norm)
 
     # The evidence changes by the items whose current outcome changed with this version's records.
     was = current_view(before)
-    now = current_view(pd.concat([before, new], ignore_index=True))
+    # The usual day (no later version, not a re-run): the rows kept are the rows before, so now is after.
+    now = after if len(rest) == len(before) else current_view(pd.concat([before, new], ignore_index=True))
     was, now = was[was.is_current], now[now.is_current]
     added = now[~_has(row_key(now), row_key(was))]
     removed = was[~_has(row_key(was), row_key(now))]

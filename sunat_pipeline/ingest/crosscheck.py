@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from datetime import UTC, date, datetime
 
-import duckdb
 import numpy as np
 import pandas as pd
 
@@ -59,24 +58,27 @@ def held(settings: Settings) -> pd.DataFrame:
 
 def _reasons(settings: Settings, rows: pd.DataFrame) -> np.ndarray:
     """Per row: the reason to hold it, or None when it agrees with customs silver. Customs comes through the
-    lake's cached reader (the day's scoring reads the same files), not a fresh scan of every partition."""
+    lake's cached reader (the day's scoring reads the same files), not a fresh scan of every partition; each
+    row is looked up by its (declaration, item) key in customs' first declaration date per item (a missing key
+    never matches; a missing inspection date is never before)."""
     spec = SOURCES["customs"]
     customs = read_partitioned(settings.silver / spec.name, spec.partition_by,
                                columns=["declaration_id", "item_no", "declaration_date"])
     if customs.empty:
         return np.full(len(rows), "unknown_declaration", dtype=object)
-    probe = pd.DataFrame({"i": np.arange(len(rows)), "declaration_id": rows["declaration_id"].to_numpy(),
-                          "item_no": rows["item_no"].astype("Int64").to_numpy(),
-                          "inspection_date": pd.to_datetime(rows["inspection_date"]).to_numpy()})
-    with duckdb.connect() as con:
-        con.register("probe", probe)
-        con.register("customs", customs)
-        out = con.execute(
-            "SELECT p.i, CASE WHEN k.declaration_id IS NULL THEN 'unknown_declaration' "
-            "WHEN p.inspection_date < k.declaration_date THEN 'inspected_before_declaration' END AS reason "
-            "FROM probe p LEFT JOIN (SELECT declaration_id, item_no, min(declaration_date) AS declaration_date "
-            "FROM customs GROUP BY ALL) k USING (declaration_id, item_no) ORDER BY p.i").df()
-    return out["reason"].to_numpy(dtype=object)
+    first = customs.groupby(["declaration_id", "item_no"], sort=False).declaration_date.min()
+    item = rows["item_no"].astype("Int64")
+    known = (rows["declaration_id"].notna() & item.notna()).to_numpy()
+    pos = np.full(len(rows), -1)
+    if known.any():
+        pos[known] = first.index.get_indexer(pd.MultiIndex.from_arrays(
+            [rows["declaration_id"].astype("str")[known], item[known].astype("int64")]))
+    lodged = pd.to_datetime(first.to_numpy()[pos.clip(0)] if len(first) else np.full(len(rows), np.datetime64("NaT")))
+    before = (pos >= 0) & (pd.to_datetime(rows["inspection_date"]).to_numpy() < lodged.to_numpy())
+    out = np.full(len(rows), None, dtype=object)
+    out[pos < 0] = "unknown_declaration"
+    out[before] = "inspected_before_declaration"
+    return out
 
 
 def check_enforcement(settings: Settings, day: date) -> dict:

@@ -38,8 +38,7 @@ import numpy as np
 import pandas as pd
 
 from sunat_pipeline.lake.store import atomic_write_bytes, partition, write_parquet_atomic
-from sunat_pipeline.modeling.metrics import PRIMARY_RATE
-from sunat_pipeline.modeling.metrics import _top as top_positions
+from sunat_pipeline.modeling.metrics import PRIMARY_RATE, top_positions
 from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ PRIMARY_METRIC_WITHOUT_REVENUE = "precision_at_10"
 PRIMARY_RATE = 0.10
 
 
-def _top(score: np.ndarray, k: float) -> np.ndarray:
+def top_positions(score: np.ndarray, k: float) -> np.ndarray:
+    """Positions of the top share ``k`` of ``score`` (at least one), best first."""
     n = max(1, int(round(len(score) * k)))
     # Stable order on ties so the same scores always select the same items.
     return np.argsort(-np.asarray(score, dtype=float), kind="stable")[:n]
@@ -24,7 +25,7 @@ def _top(score: np.ndarray, k: float) -> np.ndarray:
 
 def at_k(score, y, revenue=None, k: float = 0.05) -> dict[str, float]:
     y = np.asarray(y, dtype=float)
-    top = _top(score, k)
+    top = top_positions(score, k)
     out = {"precision": float(y[top].mean()) if len(top) else 0.0,
            "recall": float(y[top].sum() / y.sum()) if y.sum() else 0.0}
     if revenue is not None:

@@ -66,7 +66,7 @@ class RiskModel:
                  min_child_weight: float = _D.min_child_weight, colsample_bytree: float = _D.colsample_bytree,
                  reg_lambda: float = _D.reg_lambda, reg_alpha: float = _D.reg_alpha, gamma: float = _D.gamma,
                  max_pos_weight: float = _D.max_pos_weight, max_member_rows: int | None = _D.max_member_rows,
-                 bootstrap: bool = _D.bootstrap):
+                 bootstrap: bool = _D.bootstrap, max_bin: int = _D.max_bin):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -83,6 +83,7 @@ class RiskModel:
         self.max_pos_weight = max_pos_weight
         self.max_member_rows = max_member_rows
         self.bootstrap = bootstrap
+        self.max_bin = max_bin
 
     @classmethod
     def _param_defaults(cls) -> dict:
@@ -105,7 +106,8 @@ class RiskModel:
         return dict(n_estimators=p["n_estimators"], max_depth=p["max_depth"], learning_rate=p["learning_rate"],
                     subsample=p["subsample"], colsample_bytree=p["colsample_bytree"],
                     min_child_weight=p["min_child_weight"], reg_lambda=p["reg_lambda"], reg_alpha=p["reg_alpha"],
-                    gamma=p["gamma"], tree_method="hist", device=resolve_device(p["device"]), random_state=seed,
+                    gamma=p["gamma"], tree_method="hist", max_bin=p["max_bin"], device=resolve_device(p["device"]),
+                    random_state=seed,
                     n_jobs=p["n_jobs"])
 
     def fit(self, X: pd.DataFrame, y, revenue=None, mechanism=None, channel=None, blind: tuple = (),
