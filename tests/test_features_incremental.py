@@ -136,3 +136,17 @@ def test_daily_run_persists_extends_and_reruns_identically(world, monkeypatch):
     state = update_profiles(settings, d, inp["outcomes"], inp["customs_history"])
     assert calls["build"] == n0 + 1
     _assert_state_equal(state, real_build(enf2, customs, d))
+
+
+def test_the_outcomes_fingerprint_ignores_row_order_and_dtypes_and_follows_the_content(world):
+    _, w = world
+    enf = w["enforcement"].reset_index(drop=True)
+    fp = profiles.outcomes_fingerprint(enf)
+    shuffled = enf.sample(frac=1, random_state=3)
+    as_objects = enf.astype({"record_id": object, "declaration_id": object, "result": object})
+    assert profiles.outcomes_fingerprint(shuffled) == fp == profiles.outcomes_fingerprint(as_objects)
+    flipped = enf.copy()
+    flipped.loc[0, "result"] = "CLEAN" if flipped.loc[0, "result"] == "FRAUD" else "FRAUD"
+    later = enf.assign(reported_date=enf.reported_date.where(enf.index != 1, enf.reported_date + pd.Timedelta(days=1)))
+    assert len({fp, profiles.outcomes_fingerprint(flipped), profiles.outcomes_fingerprint(later),
+                profiles.outcomes_fingerprint(enf.iloc[1:])}) == 4
