@@ -107,8 +107,7 @@ class RiskModel:
                     subsample=p["subsample"], colsample_bytree=p["colsample_bytree"],
                     min_child_weight=p["min_child_weight"], reg_lambda=p["reg_lambda"], reg_alpha=p["reg_alpha"],
                     gamma=p["gamma"], tree_method="hist", max_bin=p["max_bin"], device=resolve_device(p["device"]),
-                    random_state=seed,
-                    n_jobs=p["n_jobs"])
+                    random_state=seed, n_jobs=p["n_jobs"])
 
     def fit(self, X: pd.DataFrame, y, revenue=None, mechanism=None, channel=None, blind: tuple = (),
             blind_label_weights: bool = False) -> RiskModel:
