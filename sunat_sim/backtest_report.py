@@ -30,6 +30,22 @@ TABLE_COLUMNS = {"hit_rate": "hit rate", "frauds_caught": "frauds caught", "reca
                  "green_fraud_rate_est": "GREEN fraud rate (pipeline)", "green_fraud_rate_true": "GREEN fraud (truth)"}
 
 
+def machine() -> dict:
+    """What ran the backtest: a speed figure means little without the processor it was measured on (the same
+    configuration took 35 minutes on one 2-core machine and 19.5 on another)."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:  # not Linux: platform's own name
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
 def summarise(cfg, results: list[dict], seconds: float) -> dict:
     from dataclasses import asdict
 
@@ -41,7 +57,8 @@ def summarise(cfg, results: list[dict], seconds: float) -> dict:
         runs.setdefault(r["policy"], {})[r["seed"]] = m
     table = policy_table(runs, cfg.live_days)
     comps = comparisons(runs)
-    return {"config": asdict(cfg), "seconds": round(seconds, 1), "policies": table, "comparisons": comps,
+    return {"config": asdict(cfg), "seconds": round(seconds, 1), "machine": machine(), "policies": table,
+            "comparisons": comps,
             "bars": bars(table, comps), "runs": {p: {str(s): v for s, v in by.items()} for p, by in runs.items()}}
 
 
@@ -162,8 +179,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}} t
 </style></head><body><h1>Policy backtest</h1>
 <p>{len(cfg['policies'])} policies x seeds {cfg['seeds']} x {cfg['live_days']} live days, capacity
 {cfg['capacity']:.0%} of each office's declarations ({cfg['difficulty']} world, {cfg['per_day']} declarations a day),
-{summary['seconds'] / 60:.1f} min. Figures from the ground truth (evaluation only), means over seeds; the pipeline's own
-estimates beside them. Ratios pair the policies on the same days with 95% day-bootstrap intervals.</p>
+{summary['seconds'] / 60:.1f} min{html.escape(_on(summary))}. Figures from the ground truth (evaluation only), means
+over seeds; the pipeline's own estimates beside them. Ratios pair the policies on the same days with 95% day-bootstrap
+intervals.</p>
 <h2>Per policy</h2><table>{head}{rows}</table>
 <h2>New schemes: median days to first detection / to catching half (7-day window)</h2>
 <table><tr><th>policy</th>{''.join(f'<th>{html.escape(k)}</th>' for k in schemes)}</tr>{srows}</table>
@@ -205,6 +223,7 @@ def log_mlflow(settings, summary: dict, json_path: Path, html_path: Path) -> str
                           f"{len(cfg['seeds'])} seeds x {cfg['live_days']} days") as parent:
         mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in cfg.items()})
         mlflow.log_metric("seconds", summary["seconds"])
+        mlflow.set_tags({f"machine_{k}": v for k, v in summary.get("machine", {}).items()})
         mlflow.log_metric("bars_passed", sum(b["pass"] for b in summary["bars"]))
         for name in ("frauds_caught", "revenue_recovered_usd"):
             for base in ("random", "legacy_rules", "exploit"):
@@ -223,10 +242,17 @@ def log_mlflow(settings, summary: dict, json_path: Path, html_path: Path) -> str
         return parent.info.run_id
 
 
+def _on(summary: dict) -> str:
+    m = summary.get("machine")  # a JSON written before the machine was recorded has none
+    return f" on {m['cpu']} ({m['logical_cpus']} logical CPUs)" if m else ""
+
+
 def format_table(summary: dict) -> str:
     """The per-policy table and the bars, as printed at the end of a backtest."""
     t = pd.DataFrame(summary["policies"]).T[list(TABLE_COLUMNS)[:5] + ["scorer_roc_auc_all_items", "gate_agreement"]]
     lines = ["Per policy (means over seeds, ground truth):", t.to_string(float_format=lambda x: f"{x:,.3f}")]
     lines.append("Bars:")
     lines += [f"  {'PASS' if b['pass'] else 'FAIL'}  {b['bar']}: {bar_value(b)}" for b in summary["bars"]]
+    lines.append(f"Runs: {summary['seconds'] / 60:.1f} min{_on(summary)} (finished runs reused from an earlier "
+                 "backtest count only the time to read them)")
     return "\n".join(lines)

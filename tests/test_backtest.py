@@ -127,8 +127,12 @@ def test_summary_json_html_and_mlflow(tiny_backtest, tmp_path):
     comp = backtest_report.find(summary["comparisons"], "hybrid", "random")
     assert comp["frauds_caught"]["units"] == cfg.live_days and len(comp["frauds_caught"]["ci95"]) == 2
     assert any("random" in b["bar"] for b in summary["bars"])
+    # the speed figure carries the machine it was measured on
+    assert summary["machine"]["logical_cpus"] == os.cpu_count() and summary["machine"]["cpu"]
     page = backtest_report.render_html(summary).decode()
     assert "Policy backtest" in page and page.count("data:image/png;base64") == 3
+    assert f"({os.cpu_count()} logical CPUs)" in page and summary["machine"]["cpu"] in page
+    assert summary["machine"]["cpu"] in backtest_report.format_table(summary).splitlines()[-1]
     js = tmp_path / "b.json"
     js.write_text(json.dumps(summary, default=str))
     ht = tmp_path / "b.html"
@@ -140,6 +144,7 @@ def test_summary_json_html_and_mlflow(tiny_backtest, tmp_path):
     children = c.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
     assert sorted(r.data.tags["policy"] for r in children) == ["hybrid", "random"]
     assert all("frauds_caught" in r.data.metrics for r in children)
+    assert c.get_run(run_id).data.tags["machine_cpu"] == summary["machine"]["cpu"]
 
 
 def test_a_finished_run_is_reused_and_a_replay_is_deterministic(tiny_backtest, tmp_path):
