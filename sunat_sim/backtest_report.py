@@ -11,6 +11,8 @@ import base64
 import html
 import io
 import json
+import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +34,7 @@ TABLE_COLUMNS = {"hit_rate": "hit rate", "frauds_caught": "frauds caught", "reca
 
 def machine() -> dict:
     """What ran the backtest: a speed figure means little without the processor it was measured on (the same
-    configuration took 35 minutes on one 2-core machine and 19.5 on another)."""
-    import os
-    import platform
-
+    benchmark's time differs nearly twofold between two 2-core machines, docs/backtest.md "Speed")."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -44,6 +43,11 @@ def machine() -> dict:
         pass
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform()}
+
+
+def _on(summary: dict) -> str:
+    m = summary.get("machine")  # a JSON written before the machine was recorded has none
+    return f" on {m['cpu']} ({m['logical_cpus']} logical CPUs)" if m else ""
 
 
 def summarise(cfg, results: list[dict], seconds: float) -> dict:
@@ -58,8 +62,8 @@ def summarise(cfg, results: list[dict], seconds: float) -> dict:
     table = policy_table(runs, cfg.live_days)
     comps = comparisons(runs)
     return {"config": asdict(cfg), "seconds": round(seconds, 1), "machine": machine(), "policies": table,
-            "comparisons": comps,
-            "bars": bars(table, comps), "runs": {p: {str(s): v for s, v in by.items()} for p, by in runs.items()}}
+            "comparisons": comps, "bars": bars(table, comps),
+            "runs": {p: {str(s): v for s, v in by.items()} for p, by in runs.items()}}
 
 
 # --- HTML ------------------------------------------------------------------------------------------
@@ -240,11 +244,6 @@ def log_mlflow(settings, summary: dict, json_path: Path, html_path: Path) -> str
                                        "live_days": cfg["live_days"]})
                     mlflow.log_metrics(_child_metrics(m))
         return parent.info.run_id
-
-
-def _on(summary: dict) -> str:
-    m = summary.get("machine")  # a JSON written before the machine was recorded has none
-    return f" on {m['cpu']} ({m['logical_cpus']} logical CPUs)" if m else ""
 
 
 def format_table(summary: dict) -> str:

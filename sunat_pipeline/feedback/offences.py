@@ -282,8 +282,8 @@ def _new_records(settings: Settings, day: date, folded: pd.DataFrame, version: s
     customs = ingest.silver(settings, "customs", upto=day)
     # The records' declarations first (a day's few among every item of customs; a short list to look for, so the
     # string dtype's own isin is the quick one here), then their items.
-    mine = customs[customs.declaration_id.isin(enf.declaration_id.drop_duplicates()).to_numpy()]
-    items = mine.merge(enf[key].drop_duplicates(), on=key).reset_index(drop=True)
+    declared = customs[customs.declaration_id.isin(enf.declaration_id.drop_duplicates()).to_numpy()]
+    items = declared.merge(enf[key].drop_duplicates(), on=key).reset_index(drop=True)
     dec = _decisions(settings, list(pd.to_datetime(items.declaration_date).dt.date.unique()))
     # Only the decisions of these records' items are looked up (the range read holds every item of those days).
     mine = pd.MultiIndex.from_arrays([dec.declaration_id.astype("str"), dec.item_no.astype("int64")]).isin(
