@@ -144,7 +144,10 @@ def test_summary_json_html_and_mlflow(tiny_backtest, tmp_path):
     children = c.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
     assert sorted(r.data.tags["policy"] for r in children) == ["hybrid", "random"]
     assert all("frauds_caught" in r.data.metrics for r in children)
-    assert c.get_run(run_id).data.tags["machine_cpu"] == summary["machine"]["cpu"]
+    parent = c.get_run(run_id)
+    assert parent.data.tags["machine_cpu"] == summary["machine"]["cpu"]
+    # the parent run lasts as long as the backtest did, not as long as logging it took
+    assert parent.info.end_time - parent.info.start_time >= summary["seconds"] * 1000
 
 
 def test_a_finished_run_is_reused_and_a_replay_is_deterministic(tiny_backtest, tmp_path):
