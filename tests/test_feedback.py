@@ -259,3 +259,64 @@ def test_supersession_chains_match_the_rule_on_random_ledgers_with_ties_and_miss
         assert got.index.equals(db.index)
         assert got.is_current.tolist() == want.is_current.tolist()
         assert got.superseded_by.fillna("-").tolist() == want.superseded_by.fillna("-").tolist()
+
+
+def _outcomes(rule: str, dates, frauds) -> pd.DataFrame:
+    return pd.DataFrame({"rule_hits": [[rule]] * len(dates), "declaration_date": pd.to_datetime(list(dates)),
+                         "result": ["FRAUD" if f else "CLEAN" for f in frauds]})
+
+
+def _fold(settings, day, prev, added, removed=None):
+    removed = added.iloc[:0] if removed is None else removed
+    weights, evidence, _, method = rule_weights.derive(settings, day, prev, added, removed)
+    rule_weights.write_version(settings, {"version": f"rw-{day}", "date": day.isoformat(), "previous": prev,
+                                          "weights": weights, "evidence": evidence, "method": method})
+    return f"rw-{day}", evidence
+
+
+def test_outcomes_folded_at_once_weigh_what_they_would_have_weighed_day_by_day(tmp_path):
+    """Evidence decays from each outcome's declaration date, so 30 days of outcomes folded in one version (a
+    history, a late extract) give the posterior of folding them as they came; a 30-day-old outcome counts
+    decay**30 of today's. Before, a first version took months-old history at full weight."""
+    settings = lake_settings(tmp_path / "a", feedback={"max_step": 1.0})
+    start, rule = date(2026, 3, 1), "REV-02"
+    days = [start + timedelta(days=k) for k in range(30)]
+    rng = np.random.default_rng(7)
+    frauds = rng.random(30) < 0.2
+    end = days[-1] + timedelta(days=1)
+    _, at_once = _fold(settings, end, rule_weights.INITIAL, _outcomes(rule, days, frauds))
+
+    daily = lake_settings(tmp_path / "b", feedback={"max_step": 1.0})
+    prev = rule_weights.INITIAL
+    for d, f in zip(days, frauds, strict=True):
+        prev, _ = _fold(daily, d, prev, _outcomes(rule, [d], [f]))
+    _, by_day = _fold(daily, end, prev, _outcomes(rule, [], []))
+    for k in ("alpha", "beta"):
+        assert at_once[rule][k] == pytest.approx(by_day[rule][k], abs=1e-4)
+
+    lam = settings.feedback.decay
+    w0 = load_rules(settings.rules_path).initial_weights()[rule]
+    n0 = settings.feedback.prior_hits + settings.feedback.prior_misses
+    expected = sum(lam ** (end - d).days for d, f in zip(days, frauds, strict=True) if f)
+    assert at_once[rule]["alpha"] == pytest.approx(w0 * n0 + expected, abs=1e-5)
+    assert at_once[rule]["inspected"] == 30 and at_once[rule]["frauds"] == int(frauds.sum())
+
+    # An old fraud moves the weight less than today's.
+    old = _fold(lake_settings(tmp_path / "c"), end, rule_weights.INITIAL, _outcomes(rule, [start], [True]))[1]
+    new = _fold(lake_settings(tmp_path / "d"), end, rule_weights.INITIAL, _outcomes(rule, [end], [True]))[1]
+    assert old[rule]["alpha"] - w0 * n0 == pytest.approx(lam ** 30, abs=1e-5)
+    assert new[rule]["alpha"] - w0 * n0 == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_correction_retracts_what_the_outcome_it_supersedes_weighs_now(tmp_path):
+    settings = lake_settings(tmp_path, feedback={"max_step": 1.0})
+    rule, d0 = "REV-01", date(2026, 3, 1)
+    fraud = _outcomes(rule, [d0] * 3, [True, True, False])
+    v1, _ = _fold(settings, d0 + timedelta(days=2), rule_weights.INITIAL, fraud)
+    # Ten days later the first fraud is overturned: the item's clean outcome replaces it.
+    _, ev = _fold(settings, d0 + timedelta(days=12), v1, _outcomes(rule, [d0], [False]), fraud.iloc[:1])
+    lam, n0 = settings.feedback.decay, settings.feedback.prior_hits + settings.feedback.prior_misses
+    w0 = load_rules(settings.rules_path).initial_weights()[rule]
+    assert ev[rule]["alpha"] == pytest.approx(w0 * n0 + lam ** 12, abs=1e-5)  # one fraud left, 12 days old
+    assert ev[rule]["beta"] == pytest.approx((1 - w0) * n0 + 2 * lam ** 12, abs=1e-5)
+    assert ev[rule]["frauds"] == 1 and ev[rule]["inspected"] == 3

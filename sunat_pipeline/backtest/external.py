@@ -161,10 +161,10 @@ class _RuleWeights:
         self.version = INITIAL
         self.weights = load_version(self.settings, INITIAL)["weights"]
 
-    def fold(self, day: date, rule_hits: Sequence[list[str]], labels: np.ndarray) -> None:
+    def fold(self, day: date, rule_hits: Sequence[list[str]], labels: np.ndarray, dates: Sequence) -> None:
         if not self.learned or not len(labels):
             return
-        added = pd.DataFrame({"rule_hits": list(rule_hits),
+        added = pd.DataFrame({"rule_hits": list(rule_hits), "declaration_date": list(dates),
                               "result": np.where(np.asarray(labels) == 1, "FRAUD", "CLEAN")})
         version = f"rw-{day.isoformat()}"
         weights, evidence, _, method = derive(self.settings, day, self.version, added, added.iloc[:0])
@@ -255,7 +255,8 @@ def run_policy(ext: Extract, settings: Settings, policy: Policy, *, capacity: fl
         X0 = week_features(ext, s, init, init)
         F[init] = X0.to_numpy()
         _put(hits_of, init, _rules(ext.usable, item_frame(items.iloc[init], X0), rw.weights)[1].rule_hits)
-        rw.fold(ext.week_start(ext.labelled_weeks) - timedelta(days=1), hits_of[init], y[init])
+        rw.fold(ext.week_start(ext.labelled_weeks) - timedelta(days=1), hits_of[init], y[init],
+                items.declaration_date.to_numpy()[init])
         for k, w in enumerate(todo, 1):
             tw = time.time()
             idx, day = np.flatnonzero(week == w), ext.week_start(w)
@@ -279,7 +280,7 @@ def run_policy(ext: Extract, settings: Settings, policy: Policy, *, capacity: fl
             rev = idx if reveal_all else idx[wk.declaration_id.isin(set(out.declaration_id[chosen])).to_numpy()]
             known[rev] = True
             _put(hits_of, idx, rs.rule_hits)
-            rw.fold(day + timedelta(days=6), hits_of[rev], y[rev])
+            rw.fold(day + timedelta(days=6), hits_of[rev], y[rev], items.declaration_date.to_numpy()[rev])
             fraud = pd.Series(y[idx]).groupby(wk.declaration_id.to_numpy()).max().reindex(out.declaration_id)
             m = week_measures(fraud.to_numpy(), chosen, out.selection_reason.to_numpy())
             weeks.append({"week_start": day.isoformat(), "n_items": len(idx), **m, "capacity": n_cap,

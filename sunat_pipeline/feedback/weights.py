@@ -71,13 +71,22 @@ def weights_history(settings: Settings) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _rule_counts(rows: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
-    """Per rule: items hit and frauds among them."""
+def _rule_counts(rows: pd.DataFrame, day: date, decay: float) -> tuple[dict, dict, dict, dict]:
+    """Per rule: items hit, frauds among them, and the same weighted by ``decay`` to the power of each item's
+    age on ``day`` (days since its declaration: when the behaviour happened, not when its outcome was folded;
+    rows without a declaration date count as of ``day``)."""
     if rows.empty:
-        return {}, {}
-    x = rows[["rule_hits"]].assign(fraud=(rows.result == "FRAUD").to_numpy()).explode("rule_hits").dropna()
-    g = x.groupby("rule_hits").fraud
-    return g.size().astype(int).to_dict(), g.sum().astype(int).to_dict()
+        return {}, {}, {}, {}
+    if "declaration_date" in rows:
+        age = (pd.Timestamp(day) - pd.to_datetime(rows.declaration_date)).dt.days.clip(lower=0).to_numpy()
+    else:
+        age = np.zeros(len(rows))
+    fraud = (rows.result == "FRAUD").to_numpy()
+    x = pd.DataFrame({"rule": rows.rule_hits.to_numpy(), "fraud": fraud, "w": decay ** age.astype(float),
+                      "wf": np.where(fraud, decay ** age.astype(float), 0.0)}).explode("rule").dropna()
+    g = x.groupby("rule")
+    return (g.size().astype(int).to_dict(), g.fraud.sum().astype(int).to_dict(), g.w.sum().to_dict(),
+            g.wf.sum().to_dict())
 
 
 def _beta_interval(a: float, b: float) -> tuple[float, float]:
@@ -98,17 +107,21 @@ def derive(settings: Settings, day: date, prev: str, added: pd.DataFrame, remove
     n0 = fb.prior_hits + fb.prior_misses
     days = 0 if prev == INITIAL else max(0, (day - version_date(prev)).days)
     keep = fb.decay ** days
-    ni, nf = _rule_counts(added)
-    ri, rf = _rule_counts(removed)
+    ni, nf, wi, wf = _rule_counts(added, day, fb.decay)
+    ri, rf, wri, wrf = _rule_counts(removed, day, fb.decay)
     weights, evidence = {}, {}
     for r, w0 in rules.initial_weights().items():
         a0, b0 = w0 * n0, (1 - w0) * n0
         pe = old["evidence"].get(r, {"alpha": a0, "beta": b0, "inspected": 0, "frauds": 0})
         add_i, add_f, ret_i, ret_f = ni.get(r, 0), nf.get(r, 0), ri.get(r, 0), rf.get(r, 0)
-        # Decay only the observed part of the evidence; a correction retracts what it supersedes; the
-        # observed part never goes below zero, so the posterior never falls below the prior.
-        a = a0 + max(0.0, keep * (pe["alpha"] - a0) + add_f - ret_f)
-        b = b0 + max(0.0, keep * (pe["beta"] - b0) + (add_i - add_f) - (ret_i - ret_f))
+        # Decay only the observed part of the evidence, each outcome from its declaration's date: 180 days of
+        # history folded at once, or a late extract, weigh what they would have weighed had they come day by
+        # day (before, a first version gave 180-day-old outcomes full weight, and the weights then followed
+        # a change of behaviour months late). A correction retracts what its superseded outcome weighs now;
+        # the observed part never goes below zero, so the posterior never falls below the prior.
+        a = a0 + max(0.0, keep * (pe["alpha"] - a0) + wf.get(r, 0.0) - wrf.get(r, 0.0))
+        b = b0 + max(0.0, keep * (pe["beta"] - b0) + (wi.get(r, 0.0) - wf.get(r, 0.0))
+                     - (wri.get(r, 0.0) - wrf.get(r, 0.0)))
         target = a / (a + b)
         prev_w = old["weights"].get(r, w0)
         step = max(-fb.max_step, min(fb.max_step, target - prev_w))
@@ -121,7 +134,7 @@ def derive(settings: Settings, day: date, prev: str, added: pd.DataFrame, remove
                        "retracted_inspected": ret_i, "retracted_frauds": ret_f,
                        "step": round(weights[r] - prev_w, 6), "clamped": abs(target - prev_w) > fb.max_step}
     method = (f"Beta-Bernoulli, prior {n0:g} pseudo-inspections at the rules-file weight, decay {fb.decay} per "
-              f"day, max step {fb.max_step}")
+              f"day of an outcome's age (from its declaration), max step {fb.max_step}")
     return weights, evidence, old, method
 
 
