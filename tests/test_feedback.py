@@ -306,6 +306,10 @@ def test_outcomes_folded_at_once_weigh_what_they_would_have_weighed_day_by_day(t
     new = _fold(lake_settings(tmp_path / "d"), end, rule_weights.INITIAL, _outcomes(rule, [end], [True]))[1]
     assert old[rule]["alpha"] - w0 * n0 == pytest.approx(lam ** 30, abs=1e-5)
     assert new[rule]["alpha"] - w0 * n0 == pytest.approx(1.0, abs=1e-5)
+    # An outcome whose declaration date is unknown counts as of the version's day (never NaN).
+    unknown = _outcomes(rule, [end], [True]).assign(declaration_date=pd.NaT)
+    nat = _fold(lake_settings(tmp_path / "e"), end, rule_weights.INITIAL, unknown)[1]
+    assert nat[rule]["alpha"] - w0 * n0 == pytest.approx(1.0, abs=1e-5)
 
 
 def test_a_correction_retracts_what_the_outcome_it_supersedes_weighs_now(tmp_path):

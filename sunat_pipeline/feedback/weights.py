@@ -77,13 +77,13 @@ def _rule_counts(rows: pd.DataFrame, day: date, decay: float) -> tuple[dict, dic
     rows without a declaration date count as of ``day``)."""
     if rows.empty:
         return {}, {}, {}, {}
+    age = np.zeros(len(rows))
     if "declaration_date" in rows:
-        age = (pd.Timestamp(day) - pd.to_datetime(rows.declaration_date)).dt.days.clip(lower=0).to_numpy()
-    else:
-        age = np.zeros(len(rows))
+        age = (pd.Timestamp(day) - pd.to_datetime(rows.declaration_date)).dt.days.clip(lower=0).fillna(0).to_numpy()
     fraud = (rows.result == "FRAUD").to_numpy()
-    x = pd.DataFrame({"rule": rows.rule_hits.to_numpy(), "fraud": fraud, "w": decay ** age.astype(float),
-                      "wf": np.where(fraud, decay ** age.astype(float), 0.0)}).explode("rule").dropna()
+    w = decay ** age.astype(float)
+    x = pd.DataFrame({"rule": rows.rule_hits.to_numpy(), "fraud": fraud, "w": w,
+                      "wf": np.where(fraud, w, 0.0)}).explode("rule").dropna(subset=["rule"])
     g = x.groupby("rule")
     return (g.size().astype(int).to_dict(), g.fraud.sum().astype(int).to_dict(), g.w.sum().to_dict(),
             g.wf.sum().to_dict())
