@@ -41,6 +41,7 @@ from sunat_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 SCORE = "fraud_probability"
+MODEL_SCORE = "model_fraud_probability"  # the champion's own score, before the rules are stacked on it
 
 
 def _dir(settings: Settings) -> Path:
@@ -218,7 +219,7 @@ def reference_frame(settings: Settings, model_version: str, model=None,
 
 def current_frame(settings: Settings, day: date) -> tuple[pd.DataFrame, str | None]:
     """The items lodged in the ``monitoring.window_days`` days up to ``day``: features as of each item's day
-    and the score from the scored output (with the model version that gave it); and day ``day``'s model
+    and the model's own score from the scored output (with the model version that gave it); and day ``day``'s model
     version. A window of days, not one day: a single day's items cluster on a few importers and brokers,
     and small days would make PSI noisy."""
     since = day - timedelta(days=settings.monitoring.window_days - 1)
@@ -228,8 +229,15 @@ def current_frame(settings: Settings, day: date) -> tuple[pd.DataFrame, str | No
     items = items.sort_values(["declaration_date", "declaration_id", "item_no"], kind="stable").reset_index(
         drop=True)
     cur = _features_of(settings, items, day)
-    sc = read_scored(settings, upto=day, since=since,
-                     columns=["declaration_id", "item_no", SCORE, "model_version", "declaration_date"])
+    cols = ["declaration_id", "item_no", SCORE, "model_version", "declaration_date"]
+    try:
+        sc = read_scored(settings, upto=day, since=since, columns=[*cols, MODEL_SCORE])
+    except ValueError:  # no day of the window has the column (outputs before schema 5)
+        sc = read_scored(settings, upto=day, since=since, columns=cols)
+    if MODEL_SCORE in sc:
+        # The reference holds the model's own scores: compare them with the model's own, not with the rules
+        # stacked on them (which moved every day's PSI past 8 and requested a retraining every cooldown).
+        sc[SCORE] = sc.pop(MODEL_SCORE).fillna(sc[SCORE])
     today = sc[sc.declaration_date == day]
     version = str(today.model_version.iloc[0]) if len(today) else None
     if len(sc):
