@@ -217,8 +217,10 @@ def champion(settings: Settings) -> dict | None:
             "model_url": f"{ui}/#/models/{settings.registered_model}/versions/{mv.version}"}
 
 
-def weight_changes(settings: Settings, last: int = 3, min_change: float = 1e-9) -> pd.DataFrame:
-    """Rule weights that changed in the last ``last`` weight versions: before, after, and the evidence."""
+def weight_changes(settings: Settings, last: int = 3, min_change: float = 5e-4) -> pd.DataFrame:
+    """Rule weights that changed in the last ``last`` weight versions: before, after, and the evidence. Changes
+    under ``min_change`` (the evidence's daily decay moves every weight a little) are left out: the page shows
+    three decimals, and a list of "-0.000" hides the changes that matter."""
     h = rule_weights.weights_history(settings)
     if h.empty:
         return h
